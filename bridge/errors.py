@@ -1,0 +1,189 @@
+"""Every exception faxbridge raises on purpose, and the process exit codes.
+
+The tree::
+
+    BridgeError                      anything a worker loop may catch
+    ├── MessageRejected              permanent; refused at SMTP time or reported by email
+    │   ├── RecipientRejected        550 5.1.1 (bad or disallowed number, at RCPT)
+    │   ├── SenderNotAuthorized      550 5.7.1 (never says which check failed)
+    │   ├── UnsupportedContent       554 5.6.1 (nothing convertible)
+    │   └── TooLarge                 552 5.3.4 (bytes or pages over the limit)
+    ├── ConversionError              permanent; a document could not be turned into fax pages
+    ├── ProviderError                provider name, HTTP status, maybe_accepted (set by send)
+    │   ├── ProviderTemporaryError   try again later
+    │   │   ├── RateLimited          429, retry_after in seconds
+    │   │   └── ProviderUnavailable  also a ConnectionError: timeouts, resets, DNS
+    │   ├── ProviderPermanentError   this fax will never go through as it is
+    │   │   ├── AuthenticationFailed 401/403: the operator must fix a credential
+    │   │   └── InvalidNumber
+    │   └── MalformedResponse        temporary; undecodable body
+    ├── NotificationError            a notice could not be written; temporary if the relay said 4xx
+    └── StoreError
+        ├── StoreUnavailable         temporary; database unreachable or a write failed
+        ├── JobNotFound              also a LookupError
+        └── LeaseLost                another worker owns the job now
+    ConfigError                      a ValueError, NOT a BridgeError: never swallowed by a worker loop
+
+Each class says whether it is ``temporary``, which SMTP reply it turns into when it happens inside a session,
+and which exit code the command line returns for it. The SMTP handler, the worker and the CLI read those
+attributes instead of testing types.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import ClassVar
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes, following sysexits.h so that systemd and scripts can act on them."""
+
+    OK = 0
+    USAGE = 64
+    DATAERR = 65
+    NOINPUT = 66
+    UNAVAILABLE = 69
+    SOFTWARE = 70
+    TEMPFAIL = 75
+    CONFIG = 78
+
+
+class BridgeError(Exception):
+    """Root of every error a worker may catch and act on."""
+
+    temporary: ClassVar[bool] = False
+    smtp_reply: ClassVar[str] = "451 4.3.0 Temporary server error, please try again later"
+    exit_code: ClassVar[ExitCode] = ExitCode.SOFTWARE
+
+
+class MessageRejected(BridgeError):
+    """The message, or one recipient of it, is refused for good."""
+
+    smtp_reply: ClassVar[str] = "554 5.6.0 Message refused"
+    exit_code: ClassVar[ExitCode] = ExitCode.DATAERR
+
+
+class RecipientRejected(MessageRejected):
+    """The recipient address is not a fax number we can dial."""
+
+    smtp_reply: ClassVar[str] = "550 5.1.1 Bad destination mailbox address"
+
+
+class SenderNotAuthorized(MessageRejected):
+    """No account admits this sender. The reply never says which check failed."""
+
+    smtp_reply: ClassVar[str] = "550 5.7.1 Delivery not authorized"
+
+
+class UnsupportedContent(MessageRejected):
+    """Nothing in the message can be faxed."""
+
+    smtp_reply: ClassVar[str] = "554 5.6.1 Media not supported"
+
+
+class TooLarge(MessageRejected):
+    """The message or its document is over a configured limit."""
+
+    smtp_reply: ClassVar[str] = "552 5.3.4 Message too big for system"
+
+
+class ConversionError(BridgeError):
+    """A document could not be turned into fax pages; the message says why in words a sender understands."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.DATAERR
+
+
+class ProviderError(BridgeError):
+    """A fax provider refused or failed a request."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.UNAVAILABLE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        code: str | None = None,
+        maybe_accepted: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.code = code
+        # Only the adapter knows whether a failed send may still have reached the provider; when it cannot
+        # tell, it says so, and the worker reconciles instead of sending again.
+        self.maybe_accepted = maybe_accepted
+
+
+class ProviderTemporaryError(ProviderError):
+    """Worth trying again later."""
+
+    temporary: ClassVar[bool] = True
+    exit_code: ClassVar[ExitCode] = ExitCode.TEMPFAIL
+
+
+class RateLimited(ProviderTemporaryError):
+    """The provider asked us to slow down."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class ProviderUnavailable(ProviderTemporaryError, ConnectionError):
+    """The provider could not be reached, or did not answer in time."""
+
+
+class ProviderPermanentError(ProviderError):
+    """This fax will not go through as it is; trying again would not help."""
+
+
+class AuthenticationFailed(ProviderPermanentError):
+    """The provider refused our credentials."""
+
+
+class InvalidNumber(ProviderPermanentError):
+    """The provider says the destination is not a valid fax number."""
+
+
+class MalformedResponse(ProviderTemporaryError):
+    """The provider's answer could not be understood."""
+
+
+class SubmissionUnknown(ProviderError):
+    """The provider cannot tell whether an earlier, interrupted submission reached it."""
+
+
+class NotificationError(BridgeError):
+    """A notice or an incoming fax could not be handed to the mail relay or the Maildir."""
+
+    def __init__(self, message: str, *, temporary: bool = True) -> None:
+        super().__init__(message)
+        self.is_temporary = temporary
+
+
+class StoreError(BridgeError):
+    """The job store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be reached or refused a write. Nothing was committed."""
+
+    temporary: ClassVar[bool] = True
+    smtp_reply: ClassVar[str] = "451 4.3.0 Queue write error, please try again later"
+    exit_code: ClassVar[ExitCode] = ExitCode.TEMPFAIL
+
+
+class JobNotFound(StoreError, LookupError):
+    """No job has that id."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.NOINPUT
+
+
+class LeaseLost(StoreError):
+    """Another worker holds the job now; this worker must drop it without writing."""
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid. Deliberately not a BridgeError: it must stop the process."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.CONFIG

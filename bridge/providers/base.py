@@ -1,0 +1,93 @@
+"""The provider contract: how the worker talks to a fax service.
+
+An adapter turns our ``OutboundFax`` into the service's request and its answers into ``SendReceipt`` and
+``StatusReport``. It raises the errors in ``bridge.errors``: ``ProviderTemporaryError`` when trying again later
+may help, ``ProviderPermanentError`` when it will not, and sets ``maybe_accepted`` when a failed send may still
+have reached the service. Only the adapter knows that; when in doubt it says "maybe".
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from bridge.models import InboundRef, OutboundFax, SendReceipt, StatusReport
+
+
+class Capability(enum.StrEnum):
+    """What a provider can do beyond sending."""
+
+    STATUS_POLL = "status_poll"
+    """``status`` reports the outcome of a sent fax."""
+    CLIENT_REFERENCE = "client_reference"
+    """``find_submission`` can tell whether an interrupted send reached the provider."""
+    INBOUND_POLL = "inbound_poll"
+    """``poll_incoming`` lists faxes received for us."""
+
+
+class ProviderSettings(BaseModel):
+    """Base of each provider's ``[providers.NAME]`` section; ``type`` names the adapter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderContext:
+    """What a provider gets from the application when it is built."""
+
+    name: str
+    """The section name in ``[providers.NAME]``; several sections may use one adapter type."""
+    state_dir: Path
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def path(self, value: Path) -> Path:
+        """Resolve a configured path against the state directory."""
+        return value if value.is_absolute() else self.state_dir / value
+
+
+class FaxProvider(ABC):
+    """One fax service. Instances are built once at start-up and closed at shutdown."""
+
+    type_name: ClassVar[str]
+    """The ``type`` value that selects this adapter."""
+    capabilities: ClassVar[frozenset[Capability]]
+    settings_model: ClassVar[type[ProviderSettings]]
+
+    def __init__(self, context: ProviderContext, settings: ProviderSettings) -> None:
+        self.context = context
+        self.settings = settings
+
+    @property
+    def name(self) -> str:
+        """The configured provider name."""
+        return self.context.name
+
+    @abstractmethod
+    async def send(self, fax: OutboundFax) -> SendReceipt:
+        """Hand the fax over; return once the provider has accepted it."""
+
+    async def status(self, receipt: SendReceipt) -> StatusReport:
+        """Return the provider's word on a sent fax. Only called with ``STATUS_POLL``."""
+        raise NotImplementedError(f"provider {self.name!r} does not report status")
+
+    async def find_submission(self, fax: OutboundFax) -> SendReceipt | None:
+        """After an interrupted send: the receipt if the provider has the fax, ``None`` if it certainly has not.
+
+        Raises ``SubmissionUnknown`` when the provider cannot tell. Only called with ``CLIENT_REFERENCE``.
+        """
+        raise NotImplementedError(f"provider {self.name!r} cannot look up submissions")
+
+    async def poll_incoming(self) -> list[InboundRef]:
+        """List faxes received for us. Only called with ``INBOUND_POLL``."""
+        raise NotImplementedError(f"provider {self.name!r} has no inbound side")
+
+    async def aclose(self) -> None:  # noqa: B027 - most adapters hold nothing to close
+        """Release connections and files."""

@@ -1,0 +1,253 @@
+"""Configuration: a TOML file plus ``FAXBRIDGE_*`` environment overrides, validated by pydantic-settings.
+
+The file is found from ``--config``, then ``FAXBRIDGE_CONFIG``, then ``/etc/faxbridge/faxbridge.toml``.
+Environment variables override the file, with ``__`` between nested keys: ``FAXBRIDGE_SMTP__LISTEN_PORT=2526``.
+Relative paths in the file are taken relative to ``state_dir``; a relative ``state_dir`` is taken relative to
+the working directory. Every mistake is reported as a ``ConfigError`` naming the key, the file and what was
+expected, and the process exits with code 78 so that systemd does not restart it in a loop.
+
+Provider sections (``[providers.NAME]``) are checked by the provider's own settings model when the provider
+is built (see ``bridge.providers``), so that adding a provider changes nothing here.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from bridge.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/faxbridge/faxbridge.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SmtpSettings(_Section):
+    """The SMTP listener that takes mail for the fax domains."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(default=2525, ge=0, le=65535)
+    hostname: str = "faxbridge.localhost"
+    """The name in the greeting and in the ``Received`` trace."""
+    max_message_size: int = Field(default=20 * 1024 * 1024, ge=1024)
+    """Bytes; advertised as SIZE. Bigger messages get ``552 5.3.4``."""
+    max_recipients: int = Field(default=10, ge=1, le=1000)
+    """Fax numbers per message; one more gets ``452 4.5.3``."""
+    timeout: float = Field(default=300.0, gt=0)
+    """Seconds an idle session is kept open."""
+    batch_max: int = Field(default=64, ge=1)
+    """Messages committed together when they arrive at the same time."""
+
+
+class StoreSettings(_Section):
+    """Where messages and jobs are kept."""
+
+    url: str | None = None
+    """SQLAlchemy URL. Default: SQLite file ``faxbridge.db`` in ``state_dir``. For several instances use
+    ``postgresql+asyncpg://user@host/db``."""
+    dedupe_days: float = Field(default=7.0, gt=0)
+    """How long a resent message is recognised (the sender's retry horizon is about 5 days)."""
+
+
+class WorkerSettings(_Section):
+    """The job worker: conversion, submission, status and notices."""
+
+    concurrency: int = Field(default=8, ge=1)
+    lease_seconds: float = Field(default=300.0, ge=5)
+    """How long a worker owns a job before another instance may take it over. Longer than any one step."""
+    poll_seconds: float = Field(default=5.0, gt=0)
+    """How often to look for jobs that no local event announced (retries, other instances, expired leases)."""
+    status_poll_seconds: float = Field(default=30.0, gt=0)
+    retry_initial_seconds: float = Field(default=30.0, gt=0)
+    retry_max_seconds: float = Field(default=1800.0, gt=0)
+    give_up_hours: float = Field(default=24.0, gt=0)
+    """A fax that could not be submitted for this long fails, and the sender is told."""
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    """On SIGTERM, how long in-flight jobs may finish before their leases are released."""
+
+
+class RelaySettings(_Section):
+    """A mail relay that takes every mail the bridge writes."""
+
+    host: str
+    port: int = Field(default=25, ge=1, le=65535)
+    starttls: Literal["auto", "always", "never"] = "auto"
+    """``auto`` uses STARTTLS when the relay offers it."""
+    validate_certs: bool = True
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    """Read the password from this file (for example under ``$CREDENTIALS_DIRECTORY``)."""
+    timeout: float = Field(default=60.0, gt=0)
+
+
+class MailSettings(_Section):
+    """How the bridge's own mails (notices) leave it: into a Maildir, or to a relay."""
+
+    from_address: str = "faxbridge@localhost"
+    maildir: Path | None = None
+    relay: RelaySettings | None = None
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> MailSettings:
+        if (self.maildir is None) == (self.relay is None):
+            raise ValueError("set exactly one of mail.maildir or [mail.relay]")
+        return self
+
+
+class AccountSettings(_Section):
+    """Who may fax, through which provider."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    provider: str
+    country: str = "DE"
+    """ISO 3166 region used to read national numbers such as ``030123456``."""
+    allowed_senders: list[str] = Field(min_length=1)
+    """Exact addresses and ``*@domain``; both the envelope sender and ``From:`` must match."""
+    notify_extra: list[str] = Field(default_factory=list)
+    """Addresses that get a copy of every notice."""
+    paper: Literal["a4", "letter"] = "a4"
+
+    @field_validator("country")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        region = value.upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not an ISO 3166 region phonenumbers knows, such as DE or NL")
+        return region
+
+    @field_validator("allowed_senders", "notify_extra")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if "@" not in address:
+                raise ValueError(f"{address!r} is not an address or *@domain")
+        return [address.strip().lower() for address in value]
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FAXBRIDGE_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    state_dir: Path = Path("/var/lib/faxbridge")
+    fax_domains: list[str] = Field(min_length=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    smtp: SmtpSettings = SmtpSettings()
+    store: StoreSettings = StoreSettings()
+    worker: WorkerSettings = WorkerSettings()
+    mail: MailSettings
+    providers: dict[str, dict[str, Any]] = Field(min_length=1)
+    """``[providers.NAME]`` sections; each has a ``type`` naming the adapter (``local``, ``ifax``…)."""
+    accounts: list[AccountSettings] = Field(min_length=1)
+
+    config_file: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("fax_domains")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        return [domain.strip().rstrip(".").lower() for domain in value]
+
+    @model_validator(mode="after")
+    def _accounts_are_consistent(self) -> Settings:
+        names: set[str] = set()
+        for index, account in enumerate(self.accounts):
+            if account.name in names:
+                raise ValueError(f"accounts[{index}].name {account.name!r} is used twice")
+            names.add(account.name)
+            if account.provider not in self.providers:
+                raise ValueError(
+                    f"accounts[{index}].provider {account.provider!r} has no [providers.{account.provider}]"
+                    f" section (known: {', '.join(sorted(self.providers))})"
+                )
+        return self
+
+    def path(self, value: Path | str) -> Path:
+        """Resolve a configured path against ``state_dir``."""
+        candidate = Path(value)
+        return candidate if candidate.is_absolute() else self.state_dir / candidate
+
+    @property
+    def store_url(self) -> str:
+        """The SQLAlchemy URL of the store, defaulting to SQLite in the state directory."""
+        return self.store.url or f"sqlite+aiosqlite:///{self.state_dir / 'faxbridge.db'}"
+
+    def account(self, name: str) -> AccountSettings:
+        """Return the account called ``name``."""
+        for account in self.accounts:
+            if account.name == name:
+                return account
+        raise KeyError(name)
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Return the configuration file to read: ``--config``, ``$FAXBRIDGE_CONFIG`` or the system default."""
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get("FAXBRIDGE_CONFIG")
+    return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read, merge and validate the configuration; raise ``ConfigError`` with the key, file and expectation."""
+    file = config_path(path).resolve()
+    try:
+        with file.open("rb") as handle:
+            tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"configuration file {file} does not exist; pass --config or set FAXBRIDGE_CONFIG"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"configuration file {file} cannot be read: {exc.strerror}") from exc
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=file))
+
+    try:
+        # The required fields come from the sources, which mypy cannot see.
+        settings: Settings = _FromFile()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, file)) from None
+    settings.config_file = file
+    settings.state_dir = settings.state_dir.resolve()
+    return settings
+
+
+def describe_validation_error(exc: ValidationError, file: Path) -> str:
+    """Turn pydantic's report into lines an administrator can act on."""
+    lines = [f"{file}: invalid configuration"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        given = error.get("input")
+        shown = "" if error["type"] == "missing" or isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"  {key}: {message}{shown}")
+    lines.append("  (values may come from the file or from a FAXBRIDGE_* environment variable)")
+    return "\n".join(lines)

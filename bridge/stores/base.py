@@ -1,0 +1,78 @@
+"""The job store contract: what every backend guarantees.
+
+Invariants, which the contract suite in ``tests/stores`` checks against SQLite and PostgreSQL:
+
+* ``accept_messages`` commits the raw messages and all their job rows in one transaction and returns only
+  after the commit. If it raises, nothing of that batch was stored. It is called before the SMTP 250.
+* A job's ``dedupe_key`` seen within ``dedupe_window`` creates no second job: the earlier job id is returned.
+  A message whose every job is a duplicate is not stored again and comes back with ``duplicate=True``.
+* ``acquire_jobs`` hands a due job to exactly one worker at a time. A job is due when it is active (or has a
+  notice pending), its ``next_attempt_at`` has come, and its lease is free or expired. A job whose lease
+  expired while it was ``SUBMITTING`` comes back with ``interrupted=True``: the worker must reconcile it with
+  the provider, never send it blindly.
+* ``update_job`` and ``release_job`` write only while the caller still holds the lease; otherwise they raise
+  ``LeaseLost`` and write nothing. A state change that ``models.can_transition`` forbids raises ``ValueError``.
+* Every method that fails to reach or write the database raises ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
+
+from bridge.models import AcceptRequest, AcceptResult, FaxJob, JobState, JobUpdate, LeasedJob
+
+
+class JobStore(ABC):
+    """Durable messages and fax jobs, shared by every bridge instance on the same database."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect, create the schema if the database is empty, and check that it answers."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close every connection."""
+
+    @abstractmethod
+    async def accept_messages(self, requests: Sequence[AcceptRequest]) -> list[AcceptResult]:
+        """Store several messages and their jobs in one transaction; one result per request, in order."""
+
+    @abstractmethod
+    async def get_message(self, message_id: str) -> bytes:
+        """Return the raw message as it was received. Raises ``JobNotFound``."""
+
+    @abstractmethod
+    async def get_document(self, job_id: str) -> bytes | None:
+        """Return the job's fax-ready PDF, or ``None`` before it was converted."""
+
+    @abstractmethod
+    async def acquire_jobs(self, worker_id: str, lease: timedelta, limit: int) -> list[LeasedJob]:
+        """Claim up to ``limit`` due jobs for ``worker_id`` until now + ``lease``; oldest due first."""
+
+    @abstractmethod
+    async def update_job(self, worker_id: str, job_id: str, update: JobUpdate, lease: timedelta) -> FaxJob:
+        """Apply ``update`` and extend the lease by ``lease`` from now; the worker keeps the job."""
+
+    @abstractmethod
+    async def release_job(self, worker_id: str, job_id: str, update: JobUpdate | None = None) -> FaxJob:
+        """Apply ``update`` (if any) and clear the lease, so that the job is due again at its next attempt."""
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> FaxJob:
+        """Return one job. Raises ``JobNotFound``."""
+
+    @abstractmethod
+    async def list_jobs(
+        self, *, states: Collection[JobState] | None = None, limit: int = 100
+    ) -> list[FaxJob]:
+        """Return jobs, newest first, optionally only those in ``states``."""
+
+    @abstractmethod
+    async def next_due_at(self) -> datetime | None:
+        """Return when the next job becomes due (ignoring leases), or ``None`` when nothing is pending."""
+
+    @abstractmethod
+    async def cleanup(self, *, dedupe_window: timedelta) -> int:
+        """Delete dedupe keys older than the window; return how many rows went."""
