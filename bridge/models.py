@@ -49,9 +49,7 @@ TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     JobState.SUBMITTING: frozenset(
         {JobState.SUBMITTED, JobState.RETRY_WAIT, JobState.SUBMIT_UNCERTAIN, JobState.FAILED}
     ),
-    JobState.SUBMIT_UNCERTAIN: frozenset(
-        {JobState.SUBMITTED, JobState.READY, JobState.FAILED, JobState.QUARANTINED}
-    ),
+    JobState.SUBMIT_UNCERTAIN: frozenset({JobState.SUBMITTED, JobState.READY, JobState.FAILED, JobState.QUARANTINED}),
     JobState.SUBMITTED: frozenset({JobState.DELIVERED, JobState.FAILED}),
     JobState.DELIVERED: frozenset(),
     JobState.FAILED: frozenset(),

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -66,8 +74,9 @@ class WorkerSettings(_Section):
     """The job worker: conversion, submission, status and notices."""
 
     concurrency: int = Field(default=8, ge=1)
-    lease_seconds: float = Field(default=300.0, ge=5)
-    """How long a worker owns a job before another instance may take it over. Longer than any one step."""
+    lease_seconds: float = Field(default=120.0, ge=5)
+    """How long a worker owns a job before another instance may take it over; renewed at every step, so it
+    must only be longer than the longest single step. After a crash, unfinished jobs resume when it runs out."""
     poll_seconds: float = Field(default=5.0, gt=0)
     """How often to look for jobs that no local event announced (retries, other instances, expired leases)."""
     status_poll_seconds: float = Field(default=30.0, gt=0)
@@ -210,9 +219,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         with file.open("rb") as handle:
             tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(
-            f"configuration file {file} does not exist; pass --config or set FAXBRIDGE_CONFIG"
-        ) from None
+        raise ConfigError(f"configuration file {file} does not exist; pass --config or set FAXBRIDGE_CONFIG") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
     except OSError as exc:

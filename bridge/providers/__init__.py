@@ -35,9 +35,7 @@ def provider_class(type_name: str) -> type[FaxProvider]:
     """Import and return the adapter class for ``type_name``."""
     known = available()
     if type_name not in known:
-        raise ConfigError(
-            f"unknown provider type {type_name!r}; known types: {', '.join(sorted(known))}"
-        )
+        raise ConfigError(f"unknown provider type {type_name!r}; known types: {', '.join(sorted(known))}")
     module_name, _, class_name = known[type_name].partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     if not (isinstance(cls, type) and issubclass(cls, FaxProvider)):
@@ -49,7 +47,7 @@ def build_provider(name: str, section: Mapping[str, Any], state_dir: Path) -> Fa
     """Validate ``[providers.NAME]`` with the adapter's own model and build the adapter."""
     type_name = section.get("type")
     if not isinstance(type_name, str):
-        raise ConfigError(f"providers.{name}.type: missing; name an adapter such as \"local\"")
+        raise ConfigError(f'providers.{name}.type: missing; name an adapter such as "local"')
     cls = provider_class(type_name)
     try:
         settings = cls.settings_model.model_validate(dict(section))

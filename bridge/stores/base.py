@@ -64,9 +64,7 @@ class JobStore(ABC):
         """Return one job. Raises ``JobNotFound``."""
 
     @abstractmethod
-    async def list_jobs(
-        self, *, states: Collection[JobState] | None = None, limit: int = 100
-    ) -> list[FaxJob]:
+    async def list_jobs(self, *, states: Collection[JobState] | None = None, limit: int = 100) -> list[FaxJob]:
         """Return jobs, newest first, optionally only those in ``states``."""
 
     @abstractmethod

@@ -1,0 +1,177 @@
+"""The composition root: settings → store → providers → mailer → worker → SMTP, in one event loop.
+
+Start-up order is the order of dependence; shutdown runs in reverse, so that nothing is accepted that cannot be
+stored and no job is cut off without its lease being handed back:
+
+1. stop accepting SMTP (new commands get ``421``), let messages past their final dot be committed;
+2. let in-flight jobs finish for ``worker.shutdown_grace_seconds``, then release their leases;
+3. stop the timers, close the providers and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bridge.intake import Intake
+from bridge.mailer import Mailer, build_mailer
+from bridge.models import InboundRef
+from bridge.providers import build_provider
+from bridge.providers.base import Capability, FaxProvider
+from bridge.routing import Router
+from bridge.settings import Settings
+from bridge.smtp import FaxHandler, SMTPServer
+from bridge.stores import open_store
+from bridge.stores.base import JobStore
+from bridge.systemd import Notifier
+from bridge.worker import Worker
+
+log = logging.getLogger(__name__)
+
+INBOUND_LIST_SECONDS = 5.0
+
+
+def build_providers(settings: Settings) -> dict[str, FaxProvider]:
+    """Build every configured provider; raises ``ConfigError`` for a bad section."""
+    return {name: build_provider(name, section, settings.state_dir) for name, section in settings.providers.items()}
+
+
+@dataclass
+class InboundWatch:
+    """Lists faxes that providers hold for us. Mailing them belongs to the inbound delivery."""
+
+    providers: dict[str, FaxProvider]
+    seen: set[tuple[str, str]] = field(default_factory=set)
+
+    async def poll(self) -> list[InboundRef]:
+        """Log and return the incoming faxes not seen before."""
+        new: list[InboundRef] = []
+        for provider in self.providers.values():
+            if Capability.INBOUND_POLL not in provider.capabilities:
+                continue
+            try:
+                refs = await provider.poll_incoming()
+            except Exception as exc:
+                log.warning("cannot list incoming faxes at %s: %s", provider.name, exc)
+                continue
+            for ref in refs:
+                key = (ref.provider, ref.provider_fax_id)
+                if key not in self.seen:
+                    self.seen.add(key)
+                    new.append(ref)
+                    log.info(
+                        "incoming fax at %s: %s from %s to %s",
+                        ref.provider,
+                        ref.provider_fax_id,
+                        ref.caller or "unknown caller",
+                        ref.called or "unknown number",
+                    )
+        return new
+
+
+class Bridge:
+    """One running faxbridge instance."""
+
+    def __init__(self, settings: Settings, *, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.notifier = notifier or Notifier.from_environ({})
+        self._stack = AsyncExitStack()
+        self.store: JobStore | None = None
+        self.worker: Worker | None = None
+        self.smtp: SMTPServer | None = None
+        self.address: tuple[str, int] | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self._watchdog_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> tuple[str, int]:
+        """Start everything; return the SMTP address actually listening."""
+        settings = self.settings
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        store = open_store(settings.store_url, dedupe_window=_days(settings.store.dedupe_days))
+        await store.start()
+        self._stack.push_async_callback(store.close)
+        self.store = store
+
+        providers = build_providers(settings)
+        for provider in providers.values():
+            self._stack.push_async_callback(provider.aclose)
+        mailer: Mailer = build_mailer(settings.mail, settings.path)
+
+        worker = Worker(settings, store, providers, mailer)
+        self.worker = worker
+        intake = Intake(store, batch_max=settings.smtp.batch_max, on_accepted=worker.wake)
+        intake.start()
+        self._stack.push_async_callback(intake.close)
+
+        self._worker_task = asyncio.create_task(worker.run(), name="worker")
+        self._stack.push_async_callback(self._stop_worker)
+
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        watch = InboundWatch(providers)
+        scheduler.add_job(
+            watch.poll,
+            "interval",
+            seconds=INBOUND_LIST_SECONDS,
+            max_instances=1,
+            coalesce=True,
+            id="inbound-list",
+        )
+        scheduler.start()
+        self._stack.callback(scheduler.shutdown, wait=False)
+        await watch.poll()
+
+        self.smtp = SMTPServer(settings, FaxHandler(settings, Router(settings), intake))
+        self.address = await self.smtp.start()
+        self._stack.push_async_callback(self.smtp.stop)
+
+        self._watchdog_task = asyncio.create_task(self.notifier.run_watchdog(), name="watchdog")
+        self.notifier.ready(f"listening on {self.address[0]}:{self.address[1]}")
+        log.info("faxbridge listening for mail on %s:%d", *self.address)
+        return self.address
+
+    async def _stop_worker(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+        if self._worker_task is not None:
+            self._worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker_task
+
+    async def stop(self) -> None:
+        """Shut down in reverse order of start-up."""
+        self.notifier.stopping()
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog_task
+        await self._stack.aclose()
+        log.info("faxbridge stopped")
+
+
+def _days(value: float) -> timedelta:
+    return timedelta(days=value)
+
+
+async def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
+    """Run until SIGTERM or SIGINT; return the exit code."""
+    bridge = Bridge(settings, notifier=notifier)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await bridge.start()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await bridge.stop()
+    return 0

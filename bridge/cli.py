@@ -1,0 +1,250 @@
+"""The ``faxbridge`` command line.
+
+Exit codes follow sysexits.h (see ``bridge.errors.ExitCode``): 0 success, 64 usage, 65 bad input, 66 no such
+job or file, 69 a service unavailable, 70 internal error, 75 temporary failure, 78 configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import mimetypes
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from bridge import __version__
+from bridge._logging import setup_logging
+from bridge.errors import BridgeError, ConfigError, ExitCode
+from bridge.intake import build_request
+from bridge.models import JobState
+from bridge.routing import Router, format_number
+from bridge.settings import Settings, load_settings
+from bridge.stores import open_store
+from bridge.stores.base import JobStore
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    config_help = "configuration file (default: $FAXBRIDGE_CONFIG, then /etc/faxbridge/faxbridge.toml)"
+    parser = _Parser(prog="faxbridge", description="SMTP bridge between email and fax.")
+    parser.add_argument("--version", action="version", version=f"faxbridge {__version__}")
+    parser.add_argument("--config", "-c", help=config_help)
+    # --config is also taken after the subcommand (`faxbridge serve --config FILE`, as in the systemd unit);
+    # SUPPRESS keeps a subcommand without it from overwriting the value given before.
+    common = _Parser(add_help=False)
+    common.add_argument("--config", "-c", default=argparse.SUPPRESS, help=config_help)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    commands.add_parser("serve", parents=[common], help="run the bridge in the foreground until SIGTERM or SIGINT")
+    commands.add_parser("check", parents=[common], help="validate the configuration and print what it sets up")
+
+    send = commands.add_parser("send", parents=[common], help="queue one fax from files, without SMTP")
+    send.add_argument("--to", required=True, help="fax number: +4930123456, 004930123456 or 030123456")
+    send.add_argument("--from", dest="sender", help="sender address (default: the account's first allowed sender)")
+    send.add_argument("--account", help="account name (default: the first account)")
+    send.add_argument("--subject", default="", help="subject, used in the notice")
+    send.add_argument("--text", default="", help="a message printed on the first page")
+    send.add_argument("files", nargs="*", type=Path, help="PDF, JPEG, PNG or text files, faxed in this order")
+
+    jobs = commands.add_parser("jobs", parents=[common], help="list jobs, or show one")
+    jobs_cmd = jobs.add_subparsers(dest="jobs_command", parser_class=_Parser)
+    listing = jobs_cmd.add_parser("list", parents=[common], help="list jobs, newest first (the default)")
+    for target in (jobs, listing):
+        target.add_argument("--state", action="append", choices=[s.value for s in JobState], help="only this state")
+        target.add_argument("--limit", type=int, default=50)
+        target.add_argument("--json", action="store_true", help="one JSON object per line")
+    show = jobs_cmd.add_parser("show", parents=[common], help="show one job in full")
+    show.add_argument("job_id")
+
+    commands.add_parser("inbox", parents=[common], help="list incoming faxes the providers hold")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        _err(f"configuration error: {exc}")
+        return ExitCode.CONFIG
+    setup_logging(settings.log_level)
+    try:
+        if args.command == "serve":
+            return _serve(settings)
+        return asyncio.run(_run(args, settings, sys.stdout))
+    except ConfigError as exc:
+        _err(f"configuration error: {exc}")
+        return ExitCode.CONFIG
+    except BridgeError as exc:
+        _err(str(exc))
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return ExitCode.OK
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(f"faxbridge: {message}\n")
+
+
+def _serve(settings: Settings) -> int:
+    from bridge.app import serve
+    from bridge.systemd import Notifier
+
+    # Read and strip NOTIFY_SOCKET before anything starts a child process.
+    notifier = Notifier.from_environ()
+    return asyncio.run(serve(settings, notifier=notifier))
+
+
+async def _run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    if args.command == "check":
+        return await _check(settings, out)
+    if args.command == "inbox":
+        return await _inbox(settings, out)
+    if args.command == "send":
+        # `send` may come before the first `serve`; the state directory is ours to create.
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(settings.store_url, dedupe_window=_window(settings))
+    await store.start()
+    try:
+        if args.command == "send":
+            return await _send(args, settings, store, out)
+        if args.command == "jobs" and args.jobs_command == "show":
+            return await _show(store, args.job_id, out)
+        return await _list(store, args, out)
+    finally:
+        await store.close()
+
+
+def _window(settings: Settings) -> timedelta:
+    return timedelta(days=settings.store.dedupe_days)
+
+
+async def _check(settings: Settings, out: TextIO) -> int:
+    from bridge.app import build_providers
+
+    providers = build_providers(settings)
+    try:
+        print(f"configuration {settings.config_file}: valid", file=out)
+        print(f"state directory: {settings.state_dir}", file=out)
+        print(f"store: {settings.store_url}", file=out)
+        print(f"SMTP: {settings.smtp.listen_host}:{settings.smtp.listen_port}", file=out)
+        print(f"fax domains: {', '.join(settings.fax_domains)}", file=out)
+        for name, provider in providers.items():
+            print(f"provider {name}: {provider.type_name}", file=out)
+        for account in settings.accounts:
+            print(
+                f"account {account.name}: {account.provider}, senders {', '.join(account.allowed_senders)}",
+                file=out,
+            )
+    finally:
+        for provider in providers.values():
+            await provider.aclose()
+    return ExitCode.OK
+
+
+async def _inbox(settings: Settings, out: TextIO) -> int:
+    from bridge.app import InboundWatch, build_providers
+
+    providers = build_providers(settings)
+    try:
+        refs = await InboundWatch(providers).poll()
+    finally:
+        for provider in providers.values():
+            await provider.aclose()
+    for ref in refs:
+        print(
+            f"{ref.received_at:%Y-%m-%d %H:%M:%S}  {ref.provider:<10} {ref.provider_fax_id:<30} "
+            f"from {ref.caller or '-'} to {ref.called or '-'}",
+            file=out,
+        )
+    if not refs:
+        print("no incoming faxes", file=out)
+    return ExitCode.OK
+
+
+async def _send(args: argparse.Namespace, settings: Settings, store: JobStore, out: TextIO) -> int:
+    names = [account.name for account in settings.accounts]
+    if args.account and args.account not in names:
+        _err(f"no account {args.account!r}; configured: {', '.join(names)}")
+        return ExitCode.USAGE
+    account = settings.account(args.account) if args.account else settings.accounts[0]
+    sender = args.sender or next((s for s in account.allowed_senders if not s.startswith("*@")), None)
+    if sender is None:
+        _err(f"account {account.name} allows only whole domains; name the sender with --from")
+        return ExitCode.USAGE
+    router = Router(settings)
+    owner = router.account_for(sender)
+    if owner is None or owner.name != account.name:
+        _err(f"{sender} is not an allowed sender of account {account.name}")
+        return ExitCode.DATAERR
+    recipient = router.recipient(f"{args.to}@{settings.fax_domains[0]}", account)
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = f"{recipient.number}@{settings.fax_domains[0]}"
+    message["Subject"] = args.subject
+    message["Date"] = formatdate(localtime=True)
+    message["Message-ID"] = make_msgid(domain=settings.smtp.hostname)
+    message.set_content(args.text or "")
+    for path in args.files:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            _err(f"cannot read {path}: {exc.strerror}")
+            return ExitCode.NOINPUT
+        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        maintype, _, subtype = ctype.partition("/")
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=path.name)
+    request = build_request(
+        router, account, message.as_bytes(), mail_from=sender, recipients=[recipient], client_address=None
+    )
+    [result] = await store.accept_messages([request])
+    for job_id in result.job_ids:
+        print(f"queued job {job_id}: fax to {format_number(recipient.number)}", file=out)
+    print("the running bridge sends it; watch it with: faxbridge jobs", file=out)
+    return ExitCode.OK
+
+
+async def _list(store: JobStore, args: argparse.Namespace, out: TextIO) -> int:
+    states = [JobState(s) for s in args.state] if args.state else None
+    jobs = await store.list_jobs(states=states, limit=args.limit)
+    if args.json:
+        for job in jobs:
+            print(json.dumps(_job_dict(job)), file=out)
+        return ExitCode.OK
+    print(
+        f"{'JOB':<18}  {'STATE':<16} {'NOTICE':<8} {'TO':<18} {'PAGES':>5}  {'CREATED (UTC)':<19}  REASON",
+        file=out,
+    )
+    for job in jobs:
+        print(
+            f"{job.job_id:<18}  {job.state.value:<16} {job.notice.value:<8} {job.number:<18} "
+            f"{job.pages if job.pages is not None else '-':>5}  {job.created_at:%Y-%m-%d %H:%M:%S}  {job.reason or ''}",
+            file=out,
+        )
+    return ExitCode.OK
+
+
+async def _show(store: JobStore, job_id: str, out: TextIO) -> int:
+    job = await store.get_job(job_id)
+    for key, value in _job_dict(job).items():
+        print(f"{key:>20}: {value}", file=out)
+    return ExitCode.OK
+
+
+def _job_dict(job: object) -> dict[str, object]:
+    from dataclasses import asdict
+
+    data = asdict(job)  # type: ignore[call-overload]
+    return {key: (value.isoformat() if hasattr(value, "isoformat") else value) for key, value in data.items()}

@@ -1,0 +1,184 @@
+"""Accepting one message: the checks that need its content, the dedupe keys, and the durable commit.
+
+The SMTP session has already checked each recipient (fax domain, number, sender's account) at RCPT time.
+Here the message itself is checked (its ``From:`` must belong to the same account), one job is made per
+recipient, and the message with its jobs is committed before the caller may answer ``250``.
+
+Messages that arrive together are committed together: ``Intake.accept`` queues the request and a single
+committer task stores everything that is waiting in one transaction. Each caller still gets its own answer
+only after the commit that holds its message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from email.header import decode_header, make_header
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+from bridge.errors import StoreError, StoreUnavailable
+from bridge.ids import new_id
+from bridge.models import AcceptRequest, AcceptResult, EnvelopeInfo, NewJob
+from bridge.routing import Recipient, Router
+from bridge.settings import AccountSettings
+from bridge.stores.base import JobStore
+
+log = logging.getLogger(__name__)
+
+_HEADER_PARSER = BytesHeaderParser(policy=compat32)
+
+
+def _header(headers: Message, name: str) -> str:
+    value = headers.get(name)
+    if value is None:
+        return ""
+    # compat32 keeps raw header text; decode RFC 2047 words so the subject reads as the sender wrote it.
+    try:
+        return str(make_header(decode_header(str(value)))).strip()
+    except (ValueError, LookupError, UnicodeError):
+        return str(value).strip()
+
+
+def body_digest(raw: bytes) -> str:
+    """A digest of the message with line endings normalised, so that a retransmission hashes the same."""
+    return hashlib.sha256(raw.replace(b"\r\n", b"\n")).hexdigest()
+
+
+def dedupe_key(sender: str, message_id: str | None, digest: str, number: str) -> str:
+    """Same sender, same ``Message-ID``, same content, same destination: the same fax."""
+    material = "\0".join([sender.lower(), message_id or "", digest, number])
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def build_request(
+    router: Router,
+    account: AccountSettings,
+    raw: bytes,
+    *,
+    mail_from: str,
+    recipients: Sequence[Recipient],
+    client_address: str | None,
+) -> AcceptRequest:
+    """Check the message's own headers and make one job per distinct number.
+
+    Raises ``SenderNotAuthorized`` when ``From:`` does not belong to ``account``.
+    """
+    headers = _HEADER_PARSER.parsebytes(raw)
+    router.check_from_header(account, [str(v) for v in headers.get_all("From", [])])
+    message_id = _header(headers, "Message-ID") or None
+    digest = body_digest(raw)
+    jobs: list[NewJob] = []
+    seen: set[str] = set()
+    for recipient in recipients:
+        if recipient.number in seen:
+            continue
+        seen.add(recipient.number)
+        jobs.append(
+            NewJob(
+                job_id=new_id(),
+                recipient=recipient.address,
+                number=recipient.number,
+                account=account.name,
+                provider=account.provider,
+                dedupe_key=dedupe_key(mail_from, message_id, digest, recipient.number),
+            )
+        )
+    envelope = EnvelopeInfo(
+        mail_from=mail_from,
+        rcpt_tos=tuple(r.address for r in recipients),
+        client_address=client_address,
+        message_id=message_id,
+        subject=_header(headers, "Subject"),
+        account=account.name,
+    )
+    return AcceptRequest(message_id=new_id(), raw=raw, envelope=envelope, jobs=tuple(jobs))
+
+
+class Intake:
+    """Commits accepted messages in batches; ``accept`` returns after the commit that holds its message."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        batch_max: int = 64,
+        on_accepted: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._batch_max = batch_max
+        self._on_accepted = on_accepted
+        self._queue: asyncio.Queue[tuple[AcceptRequest, asyncio.Future[AcceptResult]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the committer task."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._commit_loop(), name="intake-committer")
+
+    async def close(self) -> None:
+        """Finish what is queued, then stop."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def accept(self, request: AcceptRequest) -> AcceptResult:
+        """Store ``request`` durably; raises ``StoreError`` (answer ``451 4.3.0``) when nothing was stored."""
+        if self._task is None:
+            raise StoreUnavailable("the intake is not running")
+        future: asyncio.Future[AcceptResult] = asyncio.get_running_loop().create_future()
+        await self._queue.put((request, future))
+        # Shielded: a client that hangs up after the final dot must not cancel the commit of its message,
+        # or a retransmission could not be recognised as the same message.
+        return await asyncio.shield(future)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit(self, batch: list[tuple[AcceptRequest, asyncio.Future[AcceptResult]]]) -> None:
+        try:
+            results = await self._store.accept_messages([request for request, _ in batch])
+        except StoreError as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+                return
+            # One bad message must not fail the others that happened to arrive with it.
+            log.warning("batch of %d messages failed (%s); committing them one by one", len(batch), exc)
+            for item in batch:
+                await self._commit([item])
+            return
+        except Exception as exc:
+            log.exception("unexpected error while storing %d messages", len(batch))
+            error = StoreUnavailable(f"storing the message failed: {exc}")
+            for _, future in batch:
+                _settle(future, error)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            _settle(future, result)
+        if any(not result.duplicate for result in results):
+            self._on_accepted()
+
+
+def _settle(future: asyncio.Future[AcceptResult], outcome: AcceptResult | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

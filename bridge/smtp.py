@@ -1,0 +1,254 @@
+"""The SMTP front door: an aiosmtpd handler that refuses early and answers ``250`` only after the commit.
+
+Every refusal happens inside the session, with the enhanced status code a mail server expects, so the bridge
+never has to send mail to a sender it refused (no backscatter):
+
+* a recipient outside the fax domains: ``550 5.7.1`` (the bridge is never a relay);
+* a sender no account admits: ``550 5.7.1``, at RCPT; a ``From:`` that is not the same account's: at DATA;
+* a local part that is not a valid number: ``550 5.1.1``;
+* too many recipients: ``452 4.5.3``; too big: ``552 5.3.4``;
+* the store could not commit: ``451 4.3.0``, so the client keeps the message and tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from bridge.errors import BridgeError, MessageRejected, StoreError
+from bridge.intake import Intake, build_request
+from bridge.routing import Recipient, Router
+from bridge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OK_SENDER = "250 2.1.0 Sender OK"
+OK_RECIPIENT = "250 2.1.5 Recipient OK"
+RELAY_DENIED = "550 5.7.1 Relay access denied: this server only takes mail for its fax domains"
+NOT_AUTHORIZED = "550 5.7.1 Delivery not authorized"
+BAD_NUMBER = "550 5.1.1 Bad destination mailbox address: not a valid fax number"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+TOO_BIG = "552 5.3.4 Message too big for system"
+SHUTTING_DOWN = "421 4.3.2 System not accepting network messages, try again later"
+TEMPORARY_ERROR = "451 4.3.0 Temporary server error, please try again later"
+
+# aiosmtpd words some replies itself, without enhanced status codes; these are the ones a fax sender meets.
+_REWORDED = {
+    b"552 Error: Too much mail data": TOO_BIG.encode(),
+    b"552 Error: message size exceeds fixed maximum message size": TOO_BIG.encode(),
+}
+
+
+class FaxEnvelope(Envelope):
+    """An envelope that also holds the recipients as parsed at RCPT time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fax_recipients: list[Recipient] = []
+
+
+class FaxSMTP(SMTP):
+    """aiosmtpd's protocol with enhanced status codes on its own size replies."""
+
+    def __init__(self, handler: FaxHandler, *, on_lost: Callable[[FaxSMTP], None], **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._on_lost = on_lost
+
+    def _create_envelope(self) -> Envelope:
+        return FaxEnvelope()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        """Forget the session, then let aiosmtpd clean up."""
+        self._on_lost(self)
+        super().connection_lost(error)
+
+    async def push(self, status: str | bytes) -> None:
+        """Send a reply, rewording aiosmtpd's bare size errors."""
+        raw = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") if isinstance(status, str) else status
+        await super().push(_REWORDED.get(raw, raw))
+
+
+class FaxHandler:
+    """aiosmtpd hooks: authorization and number checks at RCPT, content check and commit at DATA."""
+
+    def __init__(self, settings: Settings, router: Router, intake: Intake) -> None:
+        self._settings = settings
+        self._router = router
+        self._intake = intake
+        self.accepting = True
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        """Refuse new transactions while shutting down; otherwise record the sender."""
+        if not self.accepting:
+            return SHUTTING_DOWN
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return OK_SENDER
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        """Check the fax domain, the sender's account and the number before taking a recipient."""
+        peer = _peer(session)
+        if not self.accepting:
+            return SHUTTING_DOWN
+        if not self._router.is_fax_address(address):
+            log.info("refused relay attempt from %s: %s -> %s", peer, envelope.mail_from, address)
+            return RELAY_DENIED
+        account = self._router.account_for(envelope.mail_from or "")
+        if account is None:
+            log.info("refused sender %r from %s: no account admits it", envelope.mail_from, peer)
+            return NOT_AUTHORIZED
+        try:
+            recipient = self._router.recipient(address, account)
+        except MessageRejected as exc:
+            log.info("refused recipient %r from %s: %s", address, peer, exc)
+            return BAD_NUMBER
+        known: list[Recipient] = _recipients(envelope)
+        if any(r.number == recipient.number for r in known):
+            # The same number twice in one envelope is one fax.
+            return OK_RECIPIENT
+        if len(known) >= self._settings.smtp.max_recipients:
+            return TOO_MANY_RECIPIENTS
+        known.append(recipient)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return OK_RECIPIENT
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """Check ``From:``, then commit the message and its jobs; only then ``250``."""
+        if not self.accepting:
+            return SHUTTING_DOWN
+        account = self._router.account_for(envelope.mail_from or "")
+        raw = envelope.original_content
+        if account is None or raw is None:
+            return NOT_AUTHORIZED
+        try:
+            request = build_request(
+                self._router,
+                account,
+                raw,
+                mail_from=envelope.mail_from or "",
+                recipients=_recipients(envelope),
+                client_address=_peer(session),
+            )
+        except MessageRejected as exc:
+            log.info("refused message from %s (%s): %s", envelope.mail_from, _peer(session), exc)
+            return exc.smtp_reply
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            result = await self._intake.accept(request)
+        except StoreError as exc:
+            log.error("could not store a message from %s: %s", envelope.mail_from, exc)
+            return TEMPORARY_ERROR
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+        verb = "already queued" if result.duplicate else "queued"
+        log.info(
+            "%s message %s from %s as jobs %s",
+            verb,
+            result.message_id,
+            envelope.mail_from,
+            ",".join(result.job_ids),
+        )
+        return _queued_reply(verb, result.job_ids)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Never show a client our exception names: answer a neutral temporary error."""
+        if isinstance(error, BridgeError):
+            log.warning("SMTP session error: %s", error)
+            return error.smtp_reply
+        log.exception("unexpected error in an SMTP session", exc_info=error)
+        return TEMPORARY_ERROR
+
+    async def drained(self) -> None:
+        """Wait until no message is between its final dot and its reply."""
+        await self._idle.wait()
+
+
+def _recipients(envelope: Envelope) -> list[Recipient]:
+    # aiosmtpd gives each transaction a fresh envelope from FaxSMTP._create_envelope.
+    assert isinstance(envelope, FaxEnvelope)
+    return envelope.fax_recipients
+
+
+def _peer(session: Session) -> str | None:
+    peer: Any = session.peer
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return None if peer is None else str(peer)
+
+
+def _queued_reply(verb: str, job_ids: tuple[str, ...]) -> str:
+    # A reply line may hold 512 octets; name as many jobs as fit.
+    reply = f"250 2.0.0 Ok: {verb} as " + ",".join(job_ids)
+    if len(reply) <= 500:
+        return reply
+    shown: list[str] = []
+    for job_id in job_ids:
+        if len(f"250 2.0.0 Ok: {verb} as {','.join([*shown, job_id])} and 9999 more") > 500:
+            break
+        shown.append(job_id)
+    return f"250 2.0.0 Ok: {verb} as {','.join(shown)} and {len(job_ids) - len(shown)} more"
+
+
+class SMTPServer:
+    """The listening socket and the sessions on it, in the application's event loop."""
+
+    def __init__(self, settings: Settings, handler: FaxHandler) -> None:
+        self._settings = settings
+        self._handler = handler
+        self._server: asyncio.Server | None = None
+        self._protocols: set[FaxSMTP] = set()
+
+    def _factory(self) -> FaxSMTP:
+        smtp = self._settings.smtp
+        protocol = FaxSMTP(
+            self._handler,
+            on_lost=self._protocols.discard,
+            data_size_limit=smtp.max_message_size,
+            hostname=smtp.hostname,
+            ident="faxbridge",
+            timeout=smtp.timeout,
+            enable_SMTPUTF8=True,
+            command_call_limit=100,
+        )
+        self._protocols.add(protocol)
+        return protocol
+
+    async def start(self) -> tuple[str, int]:
+        """Bind and listen; return the address actually bound (port 0 picks a free port)."""
+        loop = asyncio.get_running_loop()
+        smtp = self._settings.smtp
+        self._server = await loop.create_server(self._factory, host=smtp.listen_host, port=smtp.listen_port)
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return str(host), int(port)
+
+    async def stop(self, drain: Callable[[], Awaitable[None]] | None = None, timeout: float = 10.0) -> None:
+        """Stop listening, let messages past their final dot be committed, then close every session."""
+        self._handler.accepting = False
+        if self._server is not None:
+            self._server.close()
+        try:
+            await asyncio.wait_for(self._handler.drained(), timeout)
+        except TimeoutError:
+            log.warning("closing SMTP sessions with messages still being stored")
+        for protocol in list(self._protocols):
+            transport = protocol.transport
+            if transport is not None:
+                transport.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None

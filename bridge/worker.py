@@ -1,0 +1,508 @@
+"""The job state machine: convert → submit → poll status → notify, every step committed before the next.
+
+A worker claims due jobs under a lease (so that another instance takes a job over if this one dies), and
+carries each job as far as it can go right now, writing its state after every step. What happens to a job in
+each state:
+
+========================  ==========================================================================
+``RECEIVED``              convert the message into one fax-ready PDF → ``READY``, or ``REJECTED``
+``READY``/``RETRY_WAIT``  commit ``SUBMITTING``, then send → ``SUBMITTED``; temporary errors →
+                          ``RETRY_WAIT`` with backoff; permanent ones → ``FAILED``; past the give-up
+                          deadline → ``FAILED``
+``SUBMITTING``            found after a crash: the send may have happened → ``SUBMIT_UNCERTAIN``
+``SUBMIT_UNCERTAIN``      ask the provider: it has the fax → ``SUBMITTED``; it certainly has not →
+                          ``READY``; it cannot tell → ``QUARANTINED`` (never sent twice)
+``SUBMITTED``             poll the status until ``DELIVERED`` or ``FAILED``
+notice pending            mail the outcome to the sender, retried while the relay says 4xx
+========================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bridge.converters import ConversionResult, convert_message
+from bridge.errors import (
+    BridgeError,
+    ConversionError,
+    LeaseLost,
+    MessageRejected,
+    NotificationError,
+    ProviderError,
+    ProviderPermanentError,
+    ProviderTemporaryError,
+    RateLimited,
+    StoreError,
+    SubmissionUnknown,
+)
+from bridge.mailer import Mailer
+from bridge.models import (
+    TERMINAL_STATES,
+    FaxJob,
+    FaxStatus,
+    JobState,
+    JobUpdate,
+    LeasedJob,
+    NoticeState,
+    OutboundFax,
+    SendReceipt,
+)
+from bridge.notify import compose_notice, notice_recipients
+from bridge.providers.base import Capability, FaxProvider
+from bridge.settings import Settings
+from bridge.stores.base import JobStore
+
+log = logging.getLogger(__name__)
+
+Converter = Callable[..., ConversionResult]
+Clock = Callable[[], datetime]
+
+# A job whose provider has no status call stays SUBMITTED; this keeps it from being picked up again.
+_NEVER = timedelta(days=3650)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_worker_id() -> str:
+    """Host and process: enough to tell in the database which instance holds a lease."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class _Step:
+    """The outcome of one step: the update to write, and whether the job can go on right away."""
+
+    update: JobUpdate
+    proceed: bool
+
+
+class Worker:
+    """Runs fax jobs from the store through to a notice."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        providers: Mapping[str, FaxProvider],
+        mailer: Mailer,
+        *,
+        worker_id: str | None = None,
+        clock: Clock = _utcnow,
+        converter: Converter = convert_message,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._providers = providers
+        self._mailer = mailer
+        self.worker_id = worker_id or default_worker_id()
+        self._clock = clock
+        self._convert = converter
+        self._lease = timedelta(seconds=settings.worker.lease_seconds)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._slots_free = asyncio.Event()
+        self._slots_free.set()
+        self.counts: Counter[str] = Counter()
+        """Events since start: ``submitted``, ``delivered``, ``failed``, ``rejected``, ``notices``…."""
+        self._progress = asyncio.Condition()
+
+    async def wait_for_count(self, name: str, at_least: int) -> None:
+        """Wait until ``counts[name]`` reaches ``at_least`` (for tests and the benchmark)."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.counts[name] >= at_least)
+
+    async def _count(self, name: str) -> None:
+        self.counts[name] += 1
+        async with self._progress:
+            self._progress.notify_all()
+
+    def wake(self) -> None:
+        """Look for due jobs now (called when a message was accepted)."""
+        self._wake.set()
+
+    # -- running ---------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Claim and process due jobs until ``stop`` is called."""
+        worker = self._settings.worker
+        while not self._stopping:
+            self._wake.clear()
+            free = worker.concurrency - len(self._tasks)
+            claimed = 0
+            if free > 0:
+                try:
+                    leased = await self._store.acquire_jobs(self.worker_id, self._lease, free)
+                except StoreError as exc:
+                    log.error("cannot claim jobs: %s", exc)
+                    leased = []
+                for item in leased:
+                    self._spawn(item)
+                claimed = len(leased)
+            if claimed and claimed == free:
+                # There may be more due jobs: wait only for a free slot.
+                self._slots_free.clear()
+                await self._wait(self._slots_free, None)
+            else:
+                await self._wait(self._wake, worker.poll_seconds)
+
+    async def _wait(self, event: asyncio.Event, timeout: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+    def _spawn(self, leased: LeasedJob) -> None:
+        task = asyncio.create_task(self._guarded(leased), name=f"job-{leased.job.job_id}")
+        self._tasks[leased.job.job_id] = task
+
+        def done(_: asyncio.Task[None], job_id: str = leased.job.job_id) -> None:
+            self._tasks.pop(job_id, None)
+            self._slots_free.set()
+            # A finished job may have left room for others, or be due again at once (a notice to send).
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming; let in-flight jobs finish for ``grace`` seconds, then release their leases."""
+        self._stopping = True
+        self._wake.set()
+        self._slots_free.set()
+        grace = self._settings.worker.shutdown_grace_seconds if grace is None else grace
+        pending = list(self._tasks.values())
+        if not pending:
+            return
+        _done, still = await asyncio.wait(pending, timeout=grace)
+        for task in still:
+            task.cancel()
+        if still:
+            await asyncio.wait(still)
+
+    async def run_until_idle(self, *, limit: int = 10_000) -> int:
+        """Process due jobs until none is left; return how many job runs happened. For the CLI and tests."""
+        runs = 0
+        while runs < limit:
+            leased = await self._store.acquire_jobs(self.worker_id, self._lease, self._settings.worker.concurrency)
+            if not leased:
+                break
+            await asyncio.gather(*(self._guarded(item) for item in leased))
+            runs += len(leased)
+        return runs
+
+    # -- one job ---------------------------------------------------------------------------------------
+
+    async def _guarded(self, leased: LeasedJob) -> None:
+        job = leased.job
+        try:
+            await self._process(leased)
+        except LeaseLost:
+            log.warning("job %s: another worker took it over; dropping it here", job.job_id)
+        except StoreError as exc:
+            # Nothing is lost: the lease runs out and the job is picked up again from its last committed state.
+            log.error("job %s: the store failed (%s); it will be retried when its lease expires", job.job_id, exc)
+        except asyncio.CancelledError:
+            await self._release_quietly(job.job_id)
+            raise
+        except Exception as exc:
+            log.exception("job %s: unexpected error; quarantining it", job.job_id)
+            with contextlib.suppress(BridgeError):
+                await self._store.release_job(
+                    self.worker_id,
+                    job.job_id,
+                    JobUpdate(
+                        state=JobState.QUARANTINED,
+                        notice=NoticeState.PENDING,
+                        reason=f"an internal error stopped the fax ({type(exc).__name__}); "
+                        "the administrator has been told",
+                        finished_at=self._clock(),
+                    ),
+                )
+
+    async def _release_quietly(self, job_id: str) -> None:
+        # Shutting down: hand the job back untouched. A job left in SUBMITTING is reconciled by whoever takes
+        # it next, so an interrupted send is never repeated blindly.
+        with contextlib.suppress(BridgeError, asyncio.CancelledError):
+            await asyncio.shield(self._store.release_job(self.worker_id, job_id))
+
+    async def _process(self, leased: LeasedJob) -> None:
+        job = leased.job
+        if job.state == JobState.SUBMITTING:
+            # A job is only ever left in SUBMITTING by a send that did not finish: it may have reached the
+            # provider, so it must be reconciled, not sent again.
+            job = await self._write(job, JobUpdate(state=JobState.SUBMIT_UNCERTAIN))
+        while True:
+            step = await self._next_step(job)
+            if step is None:
+                await self._store.release_job(self.worker_id, job.job_id)
+                return
+            if not step.proceed:
+                released = await self._store.release_job(self.worker_id, job.job_id, step.update)
+                await self._counted(job, released)
+                return
+            job = await self._write(job, step.update)
+
+    async def _write(self, job: FaxJob, update: JobUpdate) -> FaxJob:
+        written = await self._store.update_job(self.worker_id, job.job_id, update, self._lease)
+        await self._counted(job, written)
+        return written
+
+    async def _counted(self, before: FaxJob, after: FaxJob) -> None:
+        if after.state != before.state:
+            await self._count(after.state.value)
+        if after.notice != before.notice and after.notice in (NoticeState.SENT, NoticeState.FAILED):
+            await self._count(f"notice_{after.notice.value}")
+
+    async def _next_step(self, job: FaxJob) -> _Step | None:
+        if job.state not in TERMINAL_STATES:
+            handler: Callable[[FaxJob], Awaitable[_Step | None]] | None = {
+                JobState.RECEIVED: self._convert_job,
+                JobState.READY: self._submit,
+                JobState.RETRY_WAIT: self._submit,
+                JobState.SUBMIT_UNCERTAIN: self._reconcile,
+                JobState.SUBMITTED: self._poll_status,
+            }.get(job.state)
+            if handler is not None:
+                if job.next_attempt_at > self._clock():
+                    return None
+                return await handler(job)
+        if job.notice == NoticeState.PENDING:
+            return await self._notify(job)
+        return None
+
+    # -- steps -----------------------------------------------------------------------------------------
+
+    async def _convert_job(self, job: FaxJob) -> _Step:
+        raw = await self._store.get_message(job.message_id)
+        paper = self._settings.account(job.account).paper if self._has_account(job) else "a4"
+        try:
+            result = await asyncio.to_thread(self._convert, raw, paper=paper)
+        except (ConversionError, MessageRejected) as exc:
+            log.info("job %s: document refused: %s", job.job_id, exc)
+            return self._finish(JobState.REJECTED, reason=str(exc))
+        log.info("job %s: converted, %d page(s)", job.job_id, result.pages)
+        return _Step(
+            JobUpdate(
+                state=JobState.READY,
+                document=result.document,
+                pages=result.pages,
+                detail={"notes": list(result.notes)},
+                next_attempt_at=self._clock(),
+            ),
+            proceed=True,
+        )
+
+    async def _submit(self, job: FaxJob) -> _Step:
+        provider = self._provider(job)
+        now = self._clock()
+        deadline = job.created_at + timedelta(hours=self._settings.worker.give_up_hours)
+        if job.state == JobState.RETRY_WAIT and now >= deadline:
+            last = job.reason or "the provider could not be reached"
+            return self._finish(
+                JobState.FAILED,
+                reason=f"the fax could not be handed to the provider for {self._settings.worker.give_up_hours:g}"
+                f" hours ({last})",
+            )
+        fax = await self._outbound(job)
+        # Committed before the request: if we die during it, the job is found in SUBMITTING and reconciled.
+        job = await self._write(job, JobUpdate(state=JobState.SUBMITTING, attempts=job.attempts + 1))
+        try:
+            receipt = await provider.send(fax)
+        except ProviderError as exc:
+            return self._after_send_error(job, exc)
+        except Exception as exc:
+            # We cannot know what an unexpected failure left behind at the provider.
+            log.exception("job %s: unexpected error while sending", job.job_id)
+            return _Step(
+                JobUpdate(state=JobState.SUBMIT_UNCERTAIN, reason=f"unexpected error while sending: {exc}"),
+                proceed=True,
+            )
+        log.info("job %s: submitted to %s (%s)", job.job_id, provider.name, receipt.provider_fax_id)
+        return self._submitted(receipt)
+
+    def _submitted(self, receipt: SendReceipt) -> _Step:
+        return _Step(
+            JobUpdate(
+                state=JobState.SUBMITTED,
+                provider_fax_id=receipt.provider_fax_id,
+                submitted_at=receipt.accepted_at,
+                reason="",
+                next_attempt_at=self._clock(),
+                detail={"receipt": dict(receipt.raw)},
+            ),
+            proceed=True,
+        )
+
+    def _after_send_error(self, job: FaxJob, exc: ProviderError) -> _Step:
+        if exc.maybe_accepted:
+            log.warning("job %s: the send may have reached the provider (%s); reconciling", job.job_id, exc)
+            return _Step(JobUpdate(state=JobState.SUBMIT_UNCERTAIN, reason=str(exc)), proceed=True)
+        if isinstance(exc, ProviderTemporaryError):
+            delay = self._backoff(job.attempts)
+            if isinstance(exc, RateLimited) and exc.retry_after is not None:
+                delay = max(delay, exc.retry_after)
+            log.info("job %s: temporary error (%s); trying again in %.0f s", job.job_id, exc, delay)
+            return _Step(
+                JobUpdate(
+                    state=JobState.RETRY_WAIT,
+                    reason=str(exc),
+                    code=exc.code,
+                    next_attempt_at=self._clock() + timedelta(seconds=delay),
+                ),
+                proceed=False,
+            )
+        assert isinstance(exc, ProviderPermanentError) or not exc.temporary
+        log.info("job %s: the provider refused the fax: %s", job.job_id, exc)
+        return self._finish(JobState.FAILED, reason=str(exc), code=exc.code)
+
+    async def _reconcile(self, job: FaxJob) -> _Step:
+        provider = self._provider(job)
+        if Capability.CLIENT_REFERENCE not in provider.capabilities:
+            return self._uncertain(job, f"{provider.name} offers no way to look up an interrupted submission")
+        fax = await self._outbound(job)
+        try:
+            receipt = await provider.find_submission(fax)
+        except SubmissionUnknown as exc:
+            return self._uncertain(job, str(exc))
+        except ProviderTemporaryError as exc:
+            delay = self._backoff(job.attempts)
+            log.info("job %s: cannot reconcile yet (%s); asking again in %.0f s", job.job_id, exc, delay)
+            return _Step(JobUpdate(next_attempt_at=self._clock() + timedelta(seconds=delay)), proceed=False)
+        except ProviderError as exc:
+            return self._uncertain(job, str(exc))
+        if receipt is None:
+            log.info("job %s: the interrupted send did not reach %s; sending it now", job.job_id, provider.name)
+            return _Step(JobUpdate(state=JobState.READY, next_attempt_at=self._clock()), proceed=True)
+        log.info("job %s: the interrupted send had reached %s", job.job_id, provider.name)
+        return self._submitted(receipt)
+
+    def _uncertain(self, job: FaxJob, why: str) -> _Step:
+        log.warning("job %s: submission outcome unknown (%s); quarantined, not resent", job.job_id, why)
+        return self._finish(
+            JobState.QUARANTINED,
+            reason="the fax service did not confirm whether it took the fax, so it was not sent again "
+            f"to avoid a duplicate ({why})",
+        )
+
+    async def _poll_status(self, job: FaxJob) -> _Step:
+        provider = self._provider(job)
+        if Capability.STATUS_POLL not in provider.capabilities:
+            return _Step(JobUpdate(notice=NoticeState.PENDING, next_attempt_at=self._clock() + _NEVER), proceed=True)
+        receipt = SendReceipt(
+            provider_fax_id=job.provider_fax_id,
+            client_reference=job.job_id,
+            accepted_at=job.submitted_at or job.created_at,
+            raw=job.detail.get("receipt", {}),
+        )
+        try:
+            report = await provider.status(receipt)
+        except ProviderError as exc:
+            log.info("job %s: status not available (%s)", job.job_id, exc)
+            return self._poll_later()
+        if report.status == FaxStatus.DELIVERED:
+            log.info("job %s: delivered", job.job_id)
+            return self._finish(JobState.DELIVERED, reason="", code=report.code, extra={"status": dict(report.raw)})
+        if report.status in (FaxStatus.FAILED, FaxStatus.CANCELLED):
+            log.info("job %s: failed: %s", job.job_id, report.reason)
+            return self._finish(
+                JobState.FAILED,
+                reason=report.reason or "the fax service reported a failure without a reason",
+                code=report.code,
+                extra={"status": dict(report.raw)},
+            )
+        return self._poll_later()
+
+    def _poll_later(self) -> _Step:
+        delay = timedelta(seconds=self._settings.worker.status_poll_seconds)
+        return _Step(JobUpdate(next_attempt_at=self._clock() + delay), proceed=False)
+
+    async def _notify(self, job: FaxJob) -> _Step:
+        extra = self._settings.account(job.account).notify_extra if self._has_account(job) else []
+        recipients = notice_recipients(job, extra)
+        if not recipients:
+            return _Step(JobUpdate(notice=NoticeState.SENT), proceed=True)
+        mail = self._settings.mail
+        notes = job.detail.get("notes", [])
+        message = compose_notice(
+            job,
+            from_address=mail.from_address,
+            to=recipients,
+            hostname=self._settings.smtp.hostname,
+            document_notes=[str(note) for note in notes] if isinstance(notes, list) else [],
+            now=self._clock(),
+        )
+        tries = int(job.detail.get("notice_attempts", 0)) + 1
+        try:
+            await self._mailer.deliver(message, recipients)
+        except NotificationError as exc:
+            if exc.is_temporary:
+                delay = self._backoff(tries)
+                log.warning("job %s: notice not delivered (%s); trying again in %.0f s", job.job_id, exc, delay)
+                return _Step(
+                    JobUpdate(
+                        detail={"notice_attempts": tries, "notice_error": str(exc)},
+                        next_attempt_at=self._clock() + timedelta(seconds=delay),
+                    ),
+                    proceed=False,
+                )
+            log.error("job %s: notice refused for good: %s", job.job_id, exc)
+            return _Step(JobUpdate(notice=NoticeState.FAILED, detail={"notice_error": str(exc)}), proceed=True)
+        log.info("job %s: notice sent to %s", job.job_id, ", ".join(recipients))
+        return _Step(JobUpdate(notice=NoticeState.SENT, detail={"notice_attempts": tries}), proceed=True)
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    def _finish(
+        self, state: JobState, *, reason: str, code: str | None = None, extra: Mapping[str, Any] | None = None
+    ) -> _Step:
+        return _Step(
+            JobUpdate(
+                state=state,
+                reason=reason,
+                code=code,
+                notice=NoticeState.PENDING,
+                finished_at=self._clock(),
+                next_attempt_at=self._clock(),
+                detail=dict(extra) if extra else None,
+            ),
+            proceed=True,
+        )
+
+    def _backoff(self, attempt: int) -> float:
+        worker = self._settings.worker
+        base = min(worker.retry_max_seconds, worker.retry_initial_seconds * 2 ** max(attempt - 1, 0))
+        # Jitter spreads retries of many jobs that failed together.
+        return float(base * random.uniform(0.8, 1.0))
+
+    def _has_account(self, job: FaxJob) -> bool:
+        return any(account.name == job.account for account in self._settings.accounts)
+
+    def _provider(self, job: FaxJob) -> FaxProvider:
+        provider = self._providers.get(job.provider)
+        if provider is None:
+            raise LookupError(f"job {job.job_id} names provider {job.provider!r}, which is not configured")
+        return provider
+
+    async def _outbound(self, job: FaxJob) -> OutboundFax:
+        document = await self._store.get_document(job.job_id)
+        if document is None:
+            raise LookupError(f"job {job.job_id} has no document although it was converted")
+        return OutboundFax(
+            job_id=job.job_id,
+            to=job.number,
+            document=document,
+            pages=job.pages or 0,
+            sender=job.sender,
+            account=job.account,
+            subject=job.subject,
+        )

@@ -1,0 +1,1 @@
+"""Fakes of the outside world for tests: SMTP sinks and the like."""

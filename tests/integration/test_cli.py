@@ -1,0 +1,115 @@
+"""The command line in-process: ``cli.main(argv)`` returns the exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from bridge.cli import main
+from bridge.errors import ExitCode
+from bridge.settings import Settings
+
+
+def config_of(settings: Settings) -> str:
+    assert settings.config_file is not None
+    return str(settings.config_file)
+
+
+def test_help_everywhere(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (
+        ["--help"],
+        ["serve", "--help"],
+        ["send", "--help"],
+        ["jobs", "--help"],
+        ["jobs", "show", "--help"],
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 0
+        assert "usage: faxbridge" in capsys.readouterr().out
+
+
+def test_usage_error_exits_64(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["frobnicate"])
+    assert exited.value.code == ExitCode.USAGE
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_check_reports_the_setup(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", config_of(settings), "check"]) == 0
+    out = capsys.readouterr().out
+    assert "valid" in out
+    assert "provider local: local" in out
+    assert "account demo: local" in out
+
+
+def test_bad_configuration_exits_78(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('fax_domains = "not a list"\n')
+    assert main(["--config", str(path), "check"]) == ExitCode.CONFIG
+    err = capsys.readouterr().err
+    assert "fax_domains" in err
+    assert str(path) in err
+
+
+def test_send_then_serve_delivers_it(settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    letter = tmp_path / "letter.txt"
+    letter.write_text("Dear Sir or Madam,\nplease find our offer attached.\n")
+    code = main(["--config", config_of(settings), "send", "--to", "030 123456", "--subject", "Offer", str(letter)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "fax to +49 30 123456" in out
+    job_id = out.split()[2].rstrip(":")
+
+    assert main(["--config", config_of(settings), "jobs", "--json"]) == 0
+    [listed] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert listed["job_id"] == job_id
+    assert listed["state"] == "received"
+
+    async def run_bridge() -> None:
+        from bridge.app import Bridge
+
+        bridge = Bridge(settings)
+        await bridge.start()
+        try:
+            assert bridge.worker is not None
+            await asyncio.wait_for(bridge.worker.wait_for_count("notice_sent", 1), 30)
+        finally:
+            await bridge.stop()
+
+    asyncio.run(run_bridge())
+    outbox = settings.path(settings.providers["local"]["outbox"])
+    assert json.loads((outbox / f"{job_id}.json").read_text())["number"] == "+4930123456"
+
+    assert main(["--config", config_of(settings), "jobs", "show", job_id]) == 0
+    shown = capsys.readouterr().out
+    assert "delivered" in shown
+    assert job_id in shown
+    assert main(["--config", config_of(settings), "jobs", "--state", "delivered"]) == 0
+    assert job_id in capsys.readouterr().out
+
+
+def test_send_refusals(settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = config_of(settings)
+    assert main(["--config", config, "send", "--to", "not-a-number"]) == ExitCode.DATAERR
+    assert "not a fax number" in capsys.readouterr().err
+    assert main(["--config", config, "send", "--to", "030123456", str(tmp_path / "missing.pdf")]) == ExitCode.NOINPUT
+    assert main(["--config", config, "send", "--from", "x@example.org", "--to", "030123456"]) == ExitCode.DATAERR
+    assert main(["--config", config, "jobs", "show", "nosuchjob"]) == ExitCode.NOINPUT
+
+
+def test_inbox_lists_dropped_faxes(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    inbox = settings.path(settings.providers["local"]["inbox"])
+    inbox.mkdir(parents=True)
+    (inbox / "incoming-1.pdf").write_bytes(b"%PDF-1.4\n")
+    (inbox / "incoming-1.json").write_text(json.dumps({"caller": "+31201234567", "called": "+4930123456"}))
+    (inbox / "notes.txt").write_text("not a fax")
+    assert main(["--config", config_of(settings), "inbox"]) == 0
+    out = capsys.readouterr().out
+    assert "incoming-1.pdf" in out
+    assert "from +31201234567 to +4930123456" in out
+    assert "notes.txt" not in out

@@ -1,0 +1,245 @@
+"""The worker's state machine against a real SQLite store, the real local provider and a real Maildir.
+
+Faults are injected by small providers built on the local one (they are fax services that misbehave in a
+scripted way), never by patching the worker.
+"""
+
+from __future__ import annotations
+
+import mailbox
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar
+
+import pytest
+
+from bridge.errors import ProviderPermanentError, ProviderUnavailable, RateLimited
+from bridge.intake import build_request
+from bridge.mailer import MaildirMailer
+from bridge.models import JobState, JobUpdate, NoticeState, OutboundFax, SendReceipt
+from bridge.providers import build_provider
+from bridge.providers.base import Capability, FaxProvider, ProviderContext
+from bridge.providers.local import LocalProvider, LocalSettings
+from bridge.routing import Router
+from bridge.settings import Settings
+from bridge.stores.sql import SQLStore
+from bridge.worker import Worker
+from tests.integration.smtp_client import make_message
+
+
+@dataclass
+class Clock:
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+class ScriptedProvider(LocalProvider):
+    """The local provider, with a queue of faults to raise from ``send`` before or after writing the fax."""
+
+    faults: list[tuple[str, Exception]]
+
+    def __init__(self, context: ProviderContext, settings: LocalSettings) -> None:
+        super().__init__(context, settings)
+        self.faults = []
+        self.sends = 0
+
+    async def send(self, fax: OutboundFax) -> SendReceipt:
+        self.sends += 1
+        if self.faults:
+            when, error = self.faults.pop(0)
+            if when == "before":
+                raise error
+            await super().send(fax)
+            raise error
+        return await super().send(fax)
+
+
+class NoReferenceProvider(ScriptedProvider):
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.STATUS_POLL})
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+async def store(settings: Settings, clock: Clock) -> AsyncIterator[SQLStore]:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    db = SQLStore(settings.store_url, dedupe_window=timedelta(days=7), clock=clock)
+    await db.start()
+    yield db
+    await db.close()
+
+
+def make_worker(
+    settings: Settings, store: SQLStore, clock: Clock, provider_cls: type[ScriptedProvider] = ScriptedProvider
+) -> tuple[Worker, ScriptedProvider]:
+    section = settings.providers["local"]
+    provider = provider_cls(
+        ProviderContext(name="local", state_dir=settings.state_dir), LocalSettings.model_validate(section)
+    )
+    assert settings.mail.maildir is not None
+    mailer = MaildirMailer(settings.path(settings.mail.maildir))
+    return Worker(settings, store, {"local": provider}, mailer, worker_id="w1", clock=clock), provider
+
+
+async def accept(settings: Settings, store: SQLStore, to: str = "+4930123456@fax.localhost") -> str:
+    router = Router(settings)
+    account = settings.accounts[0]
+    request = build_request(
+        router,
+        account,
+        make_message(to=to).as_bytes(),
+        mail_from="demo@example.com",
+        recipients=[router.recipient(to, account)],
+        client_address="127.0.0.1",
+    )
+    [result] = await store.accept_messages([request])
+    return result.job_ids[0]
+
+
+def notice_subjects(settings: Settings) -> list[str]:
+    assert settings.mail.maildir is not None
+    path = settings.path(settings.mail.maildir)
+    if not path.is_dir():
+        return []
+    box = mailbox.Maildir(path, create=False)
+    return [str(box[key]["Subject"]) for key in box.iterkeys()]
+
+
+async def test_happy_path_walks_every_state(settings: Settings, store: SQLStore, clock: Clock) -> None:
+    worker, provider = make_worker(settings, store, clock)
+    job_id = await accept(settings, store)
+    await worker.run_until_idle()
+    job = await store.get_job(job_id)
+    assert (job.state, job.notice, job.attempts, job.pages) == (JobState.DELIVERED, NoticeState.SENT, 1, 1)
+    for state in ("ready", "submitting", "submitted", "delivered", "notice_sent"):
+        assert worker.counts[state] == 1, state
+    assert provider.sends == 1
+    [subject] = notice_subjects(settings)
+    assert "delivered" in subject
+
+
+async def test_temporary_error_retries_with_backoff(settings: Settings, store: SQLStore, clock: Clock) -> None:
+    worker, provider = make_worker(settings, store, clock)
+    provider.faults.append(("before", RateLimited("slow down", provider="local", retry_after=120)))
+    job_id = await accept(settings, store)
+    await worker.run_until_idle()
+    job = await store.get_job(job_id)
+    assert job.state == JobState.RETRY_WAIT
+    assert job.next_attempt_at >= clock.now + timedelta(seconds=120)
+    assert notice_subjects(settings) == []
+    clock.advance(seconds=121)
+    await worker.run_until_idle()
+    job = await store.get_job(job_id)
+    assert (job.state, job.attempts) == (JobState.DELIVERED, 2)
+    assert len(notice_subjects(settings)) == 1
+
+
+async def test_give_up_after_the_deadline(settings: Settings, store: SQLStore, clock: Clock) -> None:
+    worker, provider = make_worker(settings, store, clock)
+    provider.faults.extend(("before", ProviderUnavailable("connection refused", provider="local")) for _ in range(50))
+    job_id = await accept(settings, store)
+    while (await store.get_job(job_id)).state != JobState.FAILED:
+        await worker.run_until_idle()
+        clock.advance(hours=1)
+        assert clock.now < datetime(2026, 11, 27, tzinfo=UTC), "never gave up"
+    job = await store.get_job(job_id)
+    assert "24 hours" in (job.reason or "")
+    assert "connection refused" in (job.reason or "")
+    [subject] = notice_subjects(settings)
+    assert "failed" in subject
+
+
+async def test_permanent_error_fails_at_once(settings: Settings, store: SQLStore, clock: Clock) -> None:
+    worker, provider = make_worker(settings, store, clock)
+    provider.faults.append(("before", ProviderPermanentError("the number is not a fax line", provider="local")))
+    job_id = await accept(settings, store)
+    await worker.run_until_idle()
+    job = await store.get_job(job_id)
+    assert (job.state, job.attempts) == (JobState.FAILED, 1)
+    assert provider.sends == 1
+    [subject] = notice_subjects(settings)
+    assert "not a fax line" in subject
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_uncertain_send_is_reconciled_never_repeated_blindly(
+    settings: Settings, store: SQLStore, clock: Clock, when: str
+) -> None:
+    worker, provider = make_worker(settings, store, clock)
+    provider.faults.append((when, ProviderUnavailable("reset after upload", provider="local", maybe_accepted=True)))
+    job_id = await accept(settings, store)
+    await worker.run_until_idle()
+    job = await store.get_job(job_id)
+    assert job.state == JobState.DELIVERED
+    outbox = settings.path(settings.providers["local"]["outbox"])
+    lines = (outbox / "submissions.log").read_text().splitlines()
+    # "after": the fax reached the provider, so the reconciliation finds it and nothing is resent.
+    # "before": it certainly did not, so it is sent once.
+    assert len(lines) == 1
+    assert provider.sends == (1 if when == "after" else 2)
+
+
+async def test_uncertain_without_a_reference_is_quarantined(settings: Settings, store: SQLStore, clock: Clock) -> None:
+    worker, provider = make_worker(settings, store, clock, NoReferenceProvider)
+    provider.faults.append(("after", ProviderUnavailable("timeout", provider="local", maybe_accepted=True)))
+    job_id = await accept(settings, store)
+    await worker.run_until_idle()
+    job = await store.get_job(job_id)
+    assert job.state == JobState.QUARANTINED
+    assert provider.sends == 1
+    [subject] = notice_subjects(settings)
+    assert "uncertain" in subject
+
+
+async def test_job_found_in_submitting_after_a_crash(settings: Settings, store: SQLStore, clock: Clock) -> None:
+    worker, provider = make_worker(settings, store, clock)
+    job_id = await accept(settings, store)
+    # A first worker converts the job, commits SUBMITTING and dies before its request left.
+    lease = timedelta(minutes=5)
+    [leased] = await store.acquire_jobs("dead-worker", lease, 1)
+    assert leased.job.job_id == job_id
+    await store.update_job(
+        "dead-worker", job_id, JobUpdate(state=JobState.READY, document=b"%PDF-1.4\n", pages=1), lease
+    )
+    await store.update_job("dead-worker", job_id, JobUpdate(state=JobState.SUBMITTING, attempts=1), lease)
+    assert await worker.run_until_idle() == 0  # the lease still holds
+    clock.advance(minutes=6)
+    await worker.run_until_idle()
+    job = await store.get_job(job_id)
+    assert job.state == JobState.DELIVERED
+    assert provider.sends == 1
+
+
+async def test_notice_retried_while_the_maildir_is_unwritable(
+    settings: Settings, store: SQLStore, clock: Clock
+) -> None:
+    worker, _provider = make_worker(settings, store, clock)
+    assert settings.mail.maildir is not None
+    maildir = settings.path(settings.mail.maildir)
+    maildir.parent.mkdir(parents=True, exist_ok=True)
+    maildir.write_text("a file where the Maildir should be")
+    job_id = await accept(settings, store)
+    await worker.run_until_idle()
+    job = await store.get_job(job_id)
+    assert (job.state, job.notice) == (JobState.DELIVERED, NoticeState.PENDING)
+    maildir.unlink()
+    clock.advance(hours=1)
+    await worker.run_until_idle()
+    job = await store.get_job(job_id)
+    assert job.notice == NoticeState.SENT
+    assert len(notice_subjects(settings)) == 1
+
+
+async def test_built_from_configuration(settings: Settings) -> None:
+    provider: FaxProvider = build_provider("local", settings.providers["local"], settings.state_dir)
+    assert isinstance(provider, LocalProvider)
+    assert provider.outbox == settings.state_dir / "outbox"
