@@ -54,7 +54,6 @@ class FsyncHandler:
 
 async def serve(spool: Path, host: str, max_size: int) -> None:
     """Listen on ``host`` (port 0) until SIGTERM or SIGINT."""
-    spool.mkdir(parents=True, exist_ok=True)
     handler = FsyncHandler(spool)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -82,6 +81,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--max-size", type=int, default=64 * 1024 * 1024)
     args = parser.parse_args()
+    args.spool.mkdir(parents=True, exist_ok=True)
     asyncio.run(serve(args.spool, args.host, args.max_size))
 
 

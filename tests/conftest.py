@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import AsyncIterator, Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from bridge.settings import Settings, load_settings
+from tests.fakes.smtp import RecordingSink, start_sink
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "config" / "faxbridge.toml"
@@ -75,7 +80,8 @@ SettingsFactory = Callable[..., Settings]
 def make_settings(tmp_path: Path) -> SettingsFactory:
     """Build settings from the embedded default with the state in ``tmp_path`` and SMTP on port 0.
 
-    Keyword arguments replace top-level keys; dicts are merged one level deep.
+    Keyword arguments replace top-level keys; dicts are merged one level deep, and a ``None`` value removes
+    that key.
     """
 
     def factory(**changes: Any) -> Settings:
@@ -85,7 +91,8 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
         data["worker"]["poll_seconds"] = 0.5
         for key, value in changes.items():
             if isinstance(value, dict) and isinstance(data.get(key), dict):
-                data[key] = {**data[key], **value}
+                merged = {**data[key], **value}
+                data[key] = {k: v for k, v in merged.items() if v is not None}
             else:
                 data[key] = value
         path = tmp_path / "faxbridge.toml"
@@ -115,9 +122,43 @@ async def running(settings: Settings) -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """The PostgreSQL URL from ``FAXBRIDGE_TEST_POSTGRES_URL``, or a skip naming the variable."""
-    url = os.environ.get("FAXBRIDGE_TEST_POSTGRES_URL")
+async def sink() -> AsyncIterator[RecordingSink]:
+    """A recording SMTP server on a free loopback port, standing in for the mail relay."""
+    async with start_sink() as running_sink:
+        yield running_sink
+
+
+POSTGRES_ENV = "FAXBRIDGE_TEST_POSTGRES_URL"
+
+
+def postgres_base_url() -> str:
+    url = os.environ.get(POSTGRES_ENV)
     if not url:
-        pytest.skip("set FAXBRIDGE_TEST_POSTGRES_URL to run the PostgreSQL tests")
+        pytest.skip(f"{POSTGRES_ENV} is not set; set it to e.g. postgresql://postgres@127.0.0.1:5432/test")
     return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.external_service)])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of an empty database of each backend.
+
+    SQLite gets a file in ``tmp_path``. PostgreSQL needs ``FAXBRIDGE_TEST_POSTGRES_URL`` (a role that may
+    create databases); each test gets a freshly created database that is dropped afterwards, so tests never
+    see each other's rows and the suite can run again at once.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'faxbridge.db'}"
+        return
+    base = make_url(postgres_base_url()).set(drivername="postgresql+asyncpg")
+    name = f"faxbridge_test_{uuid.uuid4().hex[:16]}"
+    admin = create_async_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with admin.connect() as conn:
+            await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield base.set(database=name).render_as_string(hide_password=False)
+        finally:
+            async with admin.connect() as conn:
+                await conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.dispose()

@@ -6,6 +6,7 @@ import asyncio
 import json
 import mailbox
 import re
+import socket
 import sys
 from collections import Counter
 from pathlib import Path
@@ -118,3 +119,64 @@ async def test_configuration_error_exits_78_naming_the_key(tmp_path: Path) -> No
     assert proc.returncode == 78
     assert b"smtp.listen_port" in out
     assert str(config).encode() in out
+
+
+async def test_systemd_hears_ready_and_stopping(tmp_path: Path) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify.sock"))
+    listener.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        process = BridgeProcess(write_config(tmp_path), env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+        await process.start()
+        ready = await asyncio.wait_for(loop.sock_recv(listener, 4096), 30)
+        assert b"READY=1" in ready.split(b"\n")
+        assert await process.terminate() == 0
+        stopping = await asyncio.wait_for(loop.sock_recv(listener, 4096), 30)
+        assert b"STOPPING=1" in stopping.split(b"\n")
+    finally:
+        listener.close()
+
+
+async def test_sigterm_during_data_never_answers_250(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    process = BridgeProcess(config)
+    port = await process.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def command(line: bytes, expect: bytes) -> None:
+        writer.write(line + b"\r\n")
+        await writer.drain()
+        while True:
+            reply = await reader.readline()
+            if not reply.startswith(expect + b"-"):
+                assert reply.startswith(expect), reply
+                return
+
+    assert (await reader.readline()).startswith(b"220")
+    await command(b"EHLO client.example", b"250")
+    await command(b"MAIL FROM:<demo@example.com>", b"250")
+    await command(b"RCPT TO:<+4930123456@fax.localhost>", b"250")
+    await command(b"DATA", b"354")
+    writer.write(b"From: demo@example.com\r\nSubject: half\r\n\r\nthe first half of the message\r\n")
+    await writer.drain()
+    terminated = asyncio.create_task(process.terminate())
+    await process.wait_for_line("shutting down")
+    answer = b""
+    try:
+        writer.write(b"the second half\r\n.\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readline(), 30)
+    except (ConnectionError, TimeoutError):
+        pass
+    finally:
+        writer.close()
+    assert await terminated == 0
+    # A 421 or a closed connection both tell the client to keep the message; a 250 would be a lie.
+    assert answer == b"" or answer.startswith(b"421"), answer
+    listing = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "--config", str(config), "jobs", "--json", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await listing.communicate()
+    assert listing.returncode == 0
+    assert out == b""

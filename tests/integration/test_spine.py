@@ -276,3 +276,51 @@ async def test_concurrent_sessions_are_all_stored(running: Any, settings: Settin
     assert len(ids) == 20
     await wait_count(running, "notice_sent", 20)
     assert sorted(s["job_id"] for s in submissions(settings)) == sorted(ids)
+
+
+async def test_the_spine_on_each_database(make_settings: Any, store_url: str) -> None:
+    from bridge.app import Bridge
+
+    settings = make_settings(store={"url": store_url})
+    bridge = Bridge(settings)
+    await bridge.start()
+    try:
+        port = bridge.address[1]
+        raw = make_message().as_bytes()
+        sends = [atransact(port, "demo@example.com", [FAX, BUSY], raw)]
+        sends += [atransact(port, "demo@example.com", [FAX], make_message(body=f"n{i}").as_bytes()) for i in range(8)]
+        results = await asyncio.gather(*sends)
+        assert all(r.data_code == 250 for r in results)
+        again = await atransact(port, "demo@example.com", [FAX, BUSY], raw)
+        assert "already queued" in again.data_text
+        assert job_ids_from(again.data_text) == job_ids_from(results[0].data_text)
+        await wait_count(bridge, "notice_sent", 10)
+        jobs = await bridge.store.list_jobs()
+        assert len(jobs) == 10
+        assert sorted(j.state.value for j in jobs).count("delivered") == 9
+        assert len(submissions(settings)) == 10
+        assert len(notices(settings)) == 10
+    finally:
+        await bridge.stop()
+
+
+async def test_notices_go_to_the_relay_and_survive_its_hiccups(make_settings: Any, sink: Any) -> None:
+    from bridge.app import Bridge
+
+    mail = {"maildir": None, "relay": {"host": sink.host, "port": sink.port, "starttls": "never", "timeout": 10}}
+    settings = make_settings(mail=mail, worker={"poll_seconds": 0.2, "retry_initial_seconds": 0.2})
+    sink.fail_next("DATA", "451 4.3.0 try again later")
+    bridge = Bridge(settings)
+    await bridge.start()
+    try:
+        message = make_message()
+        result = await atransact(bridge.address[1], "demo@example.com", [FAX], message.as_bytes())
+        assert result.data_code == 250
+        await wait_count(bridge, "notice_sent", 1)
+        [recorded] = sink.messages
+        assert recorded.rcpt_tos == ("demo@example.com",)
+        assert recorded.message["In-Reply-To"] == message["Message-ID"]
+        assert recorded.message["Auto-Submitted"] == "auto-replied"
+        assert "delivered" in str(recorded.message["Subject"])
+    finally:
+        await bridge.stop()

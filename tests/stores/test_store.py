@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import textwrap
 from datetime import UTC, datetime, timedelta, timezone
@@ -581,19 +580,6 @@ async def test_sqlite_where_no_database_can_be(tmp_path: Path, place: str, compl
             await store.start()
     finally:
         await store.close()
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only directory")
-async def test_sqlite_in_an_unwritable_directory(tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    store = SQLStore(f"sqlite+aiosqlite:///{locked / 'faxbridge.db'}", dedupe_window=DEDUPE_WINDOW)
-    try:
-        with pytest.raises(StoreUnavailable, match="not writable"):
-            await store.start()
-    finally:
-        await store.close()
-        locked.chmod(0o700)
 
 
 async def test_database_errors_become_store_unavailable(store: SQLStore) -> None:

@@ -13,7 +13,7 @@ import os
 import re
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -329,12 +329,6 @@ async def test_bad_recipient_lists_are_refused_for_good(tmp_path: Path, recipien
 
 
 # -- relay -----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[RecordingSink]:
-    async with start_sink() as running:
-        yield running
 
 
 def relay_for(sink: RecordingSink, **changes: Any) -> RelayMailer:
