@@ -20,6 +20,7 @@ from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bridge.errors import StartupError
 from bridge.intake import Intake
 from bridge.mailer import Mailer, build_mailer
 from bridge.models import InboundRef
@@ -93,7 +94,13 @@ class Bridge:
     async def start(self) -> tuple[str, int]:
         """Start everything; return the SMTP address actually listening."""
         settings = self.settings
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            settings.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot create the state directory {settings.state_dir}: {exc.strerror}; "
+                "create it and let the faxbridge user write to it"
+            ) from exc
         store = open_store(settings.store_url, dedupe_window=_days(settings.store.dedupe_days))
         await store.start()
         self._stack.push_async_callback(store.close)
@@ -128,7 +135,13 @@ class Bridge:
         await watch.poll()
 
         self.smtp = SMTPServer(settings, FaxHandler(settings, Router(settings), intake))
-        self.address = await self.smtp.start()
+        try:
+            self.address = await self.smtp.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for SMTP on {settings.smtp.listen_host}:{settings.smtp.listen_port}: {exc.strerror}; "
+                "is another faxbridge or mail server using it? Change smtp.listen_port"
+            ) from exc
         self._stack.push_async_callback(self.smtp.stop)
 
         self._watchdog_task = asyncio.create_task(self.notifier.run_watchdog(), name="watchdog")

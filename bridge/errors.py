@@ -18,10 +18,11 @@ The tree::
     │   │   └── InvalidNumber
     │   └── MalformedResponse        temporary; undecodable body
     ├── NotificationError            a notice could not be written; temporary if the relay said 4xx
-    └── StoreError
-        ├── StoreUnavailable         temporary; database unreachable or a write failed
-        ├── JobNotFound              also a LookupError
-        └── LeaseLost                another worker owns the job now
+    ├── StoreError
+    │   ├── StoreUnavailable         temporary; database unreachable or a write failed
+    │   ├── JobNotFound              also a LookupError
+    │   └── LeaseLost                another worker owns the job now
+    └── StartupError                 the bridge cannot start: a port is taken, a directory not writable
     ConfigError                      a ValueError, NOT a BridgeError: never swallowed by a worker loop
 
 Each class says whether it is ``temporary``, which SMTP reply it turns into when it happens inside a session,
@@ -181,6 +182,12 @@ class JobNotFound(StoreError, LookupError):
 
 class LeaseLost(StoreError):
     """Another worker holds the job now; this worker must drop it without writing."""
+
+
+class StartupError(BridgeError):
+    """Something outside the configuration file keeps the bridge from starting."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.UNAVAILABLE
 
 
 class ConfigError(ValueError):

@@ -148,6 +148,10 @@ class Worker:
                 except StoreError as exc:
                     log.error("cannot claim jobs: %s", exc)
                     leased = []
+                except Exception:
+                    # The loop must outlive anything the store throws; the next round tries again.
+                    log.exception("unexpected error while claiming jobs")
+                    leased = []
                 for item in leased:
                     self._spawn(item)
                 claimed = len(leased)
@@ -215,19 +219,27 @@ class Worker:
             await self._release_quietly(job.job_id)
             raise
         except Exception as exc:
-            log.exception("job %s: unexpected error; quarantining it", job.job_id)
-            with contextlib.suppress(BridgeError):
-                await self._store.release_job(
-                    self.worker_id,
-                    job.job_id,
-                    JobUpdate(
-                        state=JobState.QUARANTINED,
-                        notice=NoticeState.PENDING,
-                        reason=f"an internal error stopped the fax ({type(exc).__name__}); "
-                        "the administrator has been told",
-                        finished_at=self._clock(),
-                    ),
+            log.exception("job %s: unexpected error; taking it out of the queue", job.job_id)
+            await self._set_aside(job.job_id, exc)
+
+    async def _set_aside(self, job_id: str, exc: Exception) -> None:
+        # An error we do not understand must neither crash the worker nor come back every lease period.
+        try:
+            current = await self._store.get_job(job_id)
+            if current.state in TERMINAL_STATES:
+                update = JobUpdate(notice=NoticeState.FAILED, detail={"notice_error": f"{type(exc).__name__}: {exc}"})
+            else:
+                update = JobUpdate(
+                    state=JobState.QUARANTINED,
+                    notice=NoticeState.PENDING,
+                    reason=f"an internal error stopped the fax ({type(exc).__name__}); the administrator can see it "
+                    "in the log",
+                    finished_at=self._clock(),
+                    next_attempt_at=self._clock(),
                 )
+            await self._store.release_job(self.worker_id, job_id, update)
+        except Exception:
+            log.exception("job %s: could not set it aside either; it returns when its lease expires", job_id)
 
     async def _release_quietly(self, job_id: str) -> None:
         # Shutting down: hand the job back untouched. A job left in SUBMITTING is reconciled by whoever takes

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,3 +115,15 @@ def test_inbox_lists_dropped_faxes(settings: Settings, capsys: pytest.CaptureFix
     assert "incoming-1.pdf" in out
     assert "from +31201234567 to +4930123456" in out
     assert "notes.txt" not in out
+
+
+def test_serve_on_a_taken_port_exits_69(make_settings: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = make_settings(smtp={"listen_port": port})
+        assert main(["--config", config_of(settings), "serve"]) == ExitCode.UNAVAILABLE
+    err = capsys.readouterr().err
+    assert f"cannot listen for SMTP on 127.0.0.1:{port}" in err
+    assert "smtp.listen_port" in err

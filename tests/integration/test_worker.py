@@ -10,7 +10,7 @@ import mailbox
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -243,3 +243,26 @@ async def test_built_from_configuration(settings: Settings) -> None:
     provider: FaxProvider = build_provider("local", settings.providers["local"], settings.state_dir)
     assert isinstance(provider, LocalProvider)
     assert provider.outbox == settings.state_dir / "outbox"
+
+
+class BrokenStatusProvider(ScriptedProvider):
+    """A provider whose status call fails in a way no adapter should: a bug, not a fax failure."""
+
+    async def status(self, receipt: SendReceipt) -> Any:
+        raise RuntimeError("adapter bug")
+
+
+async def test_an_unexpected_error_sets_the_job_aside_and_tells_the_sender(
+    settings: Settings, store: SQLStore, clock: Clock
+) -> None:
+    worker, provider = make_worker(settings, store, clock, BrokenStatusProvider)
+    job_id = await accept(settings, store)
+    await worker.run_until_idle()
+    job = await store.get_job(job_id)
+    assert (job.state, job.notice) == (JobState.QUARANTINED, NoticeState.SENT)
+    assert "RuntimeError" in (job.reason or "")
+    assert provider.sends == 1
+    [subject] = notice_subjects(settings)
+    assert "uncertain" in subject
+    # Set aside for good: another round does nothing.
+    assert await worker.run_until_idle() == 0
