@@ -16,6 +16,7 @@ those lines as events and counts them, so a benchmark can await "500 notices sen
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import importlib.metadata
@@ -271,11 +272,15 @@ def make_pdf(size: int, *, pages: int = 1, seed: int = 1) -> bytes:
         body += b"%d 0 obj\n%s\nendobj\n" % (number, obj)
     xref = b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     xref += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+
+    def trailer_for(pad: int) -> bytes:
+        start = len(body) + (pad + 2 if pad else 0)  # the xref follows the padding comment
+        return b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, start)
+
     pad = 0
     for _ in range(3):
-        start = len(body) + (pad + 2 if pad else 0)
-        trailer = b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, start)
-        pad = max(0, size - len(body) - len(xref) - len(trailer) - 2)
+        pad = max(0, size - len(body) - len(xref) - len(trailer_for(pad)) - 2)
+    trailer = trailer_for(pad)
     padding = b"%" + b"0" * pad + b"\n" if pad else b""
     out = bytes(body) + padding + xref + trailer
     if len(out) != size:
@@ -284,8 +289,6 @@ def make_pdf(size: int, *, pages: int = 1, seed: int = 1) -> bytes:
 
 
 def _base64_lines(data: bytes) -> bytes:
-    import base64
-
     encoded = base64.b64encode(data)
     return b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
 
@@ -553,6 +556,7 @@ class ServerProcess:
         listening: re.Pattern[str],
         events: Mapping[str, re.Pattern[str]] | None = None,
         startup_timeout: float = 60.0,
+        env: Mapping[str, str] | None = None,
     ) -> ServerProcess:
         """Start ``argv`` pinned to CPU 1 and wait for the line matching ``listening`` (groups: host, port).
 
@@ -564,6 +568,7 @@ class ServerProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             cwd=REPO,
+            env={**os.environ, **(env or {})},
             limit=4 * MIB,
             start_new_session=True,
         )
@@ -651,12 +656,10 @@ BARE_LISTENING = re.compile(r"bare-smtp listening on ([0-9.]+):(\d+)")
 
 
 async def start_bridge(config: Path, *, name: str = "bridge", intake_only: bool = False) -> ServerProcess:
-    """Start faxbridge (``python -m bridge --config CONFIG serve``), or its intake-only variant."""
-    if intake_only:
-        argv = [sys.executable, str(BENCH / "_bridge_intake_only.py"), "--config", str(config), "serve"]
-    else:
-        argv = [sys.executable, "-m", "bridge", "--config", str(config), "serve"]
-    return await ServerProcess.start(name, argv, listening=BRIDGE_LISTENING, events=BRIDGE_EVENTS)
+    """Start faxbridge (``python -m bridge --config CONFIG serve``); ``intake_only`` turns its worker off."""
+    argv = [sys.executable, "-m", "bridge", "--config", str(config), "serve"]
+    env = {"FAXBRIDGE_WORKER__ENABLED": "false"} if intake_only else {}
+    return await ServerProcess.start(name, argv, listening=BRIDGE_LISTENING, events=BRIDGE_EVENTS, env=env)
 
 
 async def start_bare(spool: Path) -> ServerProcess:

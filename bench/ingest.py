@@ -21,8 +21,7 @@ The servers, each in its own process on CPU 1 (this client runs on CPU 0):
     after each of its runs the benchmark waits until every job has its notice sent, so that the backlog does
     not slow down the next measurement.
 ``intake``
-    The same bridge with its worker idle (bench/_bridge_intake_only.py): the intake alone. faxbridge has no
-    setting for that yet; see docs/performance.md.
+    The same bridge with its worker turned off (``FAXBRIDGE_WORKER__ENABLED=false``): the intake alone.
 
 Rounds: one warm-up round, then ``--rounds`` timed rounds; in every round every cell runs on every server,
 in an order that rotates from round to round. Reported: median (min–max) over the timed rounds.

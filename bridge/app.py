@@ -117,8 +117,11 @@ class Bridge:
         intake.start()
         self._stack.push_async_callback(intake.close)
 
-        self._worker_task = asyncio.create_task(worker.run(), name="worker")
-        self._stack.push_async_callback(self._stop_worker)
+        if settings.worker.enabled:
+            self._worker_task = asyncio.create_task(worker.run(), name="worker")
+            self._stack.push_async_callback(self._stop_worker)
+        else:
+            log.info("the worker is disabled (worker.enabled = false): jobs are stored, not sent")
 
         scheduler = AsyncIOScheduler(timezone="UTC")
         watch = InboundWatch(providers)

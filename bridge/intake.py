@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Sequence
 from email.header import decode_header, make_header
 from email.message import Message
@@ -44,9 +45,22 @@ def _header(headers: Message, name: str) -> str:
         return str(value).strip()
 
 
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def header_block(raw: bytes) -> bytes:
+    """The header section of ``raw``, without the body.
+
+    Only the headers are parsed before the 250: handing a 25 MB message to the email parser would hold
+    several copies of it in memory while the client waits.
+    """
+    end = _HEADER_END.search(raw)
+    return raw if end is None else raw[: end.end()]
+
+
 def body_digest(raw: bytes) -> str:
-    """A digest of the message with line endings normalised, so that a retransmission hashes the same."""
-    return hashlib.sha256(raw.replace(b"\r\n", b"\n")).hexdigest()
+    """A digest of the message exactly as it arrived; a retransmission of it hashes the same."""
+    return hashlib.sha256(raw).hexdigest()
 
 
 def dedupe_key(sender: str, message_id: str | None, digest: str, number: str) -> str:
@@ -68,7 +82,7 @@ def build_request(
 
     Raises ``SenderNotAuthorized`` when ``From:`` does not belong to ``account``.
     """
-    headers = _HEADER_PARSER.parsebytes(raw)
+    headers = _HEADER_PARSER.parsebytes(header_block(raw))
     router.check_from_header(account, [str(v) for v in headers.get_all("From", [])])
     message_id = _header(headers, "Message-ID") or None
     digest = body_digest(raw)

@@ -73,6 +73,9 @@ class StoreSettings(_Section):
 class WorkerSettings(_Section):
     """The job worker: conversion, submission, status and notices."""
 
+    enabled: bool = True
+    """``false`` makes an intake-only instance: it takes mail and stores jobs, and other instances on the same
+    PostgreSQL database send them."""
     concurrency: int = Field(default=8, ge=1)
     lease_seconds: float = Field(default=120.0, ge=5)
     """How long a worker owns a job before another instance may take it over; renewed at every step, so it

@@ -115,6 +115,9 @@ class Worker:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slots_free = asyncio.Event()
         self._slots_free.set()
+        # The document a job was just converted into, kept for its submission a moment later so that it is
+        # not read back from the store; dropped when the job leaves this worker.
+        self._documents: dict[str, bytes] = {}
         self.counts: Counter[str] = Counter()
         """Events since start: ``submitted``, ``delivered``, ``failed``, ``rejected``, ``notices``…."""
         self._progress = asyncio.Condition()
@@ -248,6 +251,12 @@ class Worker:
             await asyncio.shield(self._store.release_job(self.worker_id, job_id))
 
     async def _process(self, leased: LeasedJob) -> None:
+        try:
+            await self._advance(leased)
+        finally:
+            self._documents.pop(leased.job.job_id, None)
+
+    async def _advance(self, leased: LeasedJob) -> None:
         job = leased.job
         if job.state == JobState.SUBMITTING:
             # A job is only ever left in SUBMITTING by a send that did not finish: it may have reached the
@@ -303,6 +312,7 @@ class Worker:
             log.info("job %s: document refused: %s", job.job_id, exc)
             return self._finish(JobState.REJECTED, reason=str(exc))
         log.info("job %s: converted, %d page(s)", job.job_id, result.pages)
+        self._documents[job.job_id] = result.document
         return _Step(
             JobUpdate(
                 state=JobState.READY,
@@ -506,7 +516,7 @@ class Worker:
         return provider
 
     async def _outbound(self, job: FaxJob) -> OutboundFax:
-        document = await self._store.get_document(job.job_id)
+        document = self._documents.get(job.job_id) or await self._store.get_document(job.job_id)
         if document is None:
             raise LookupError(f"job {job.job_id} has no document although it was converted")
         return OutboundFax(

@@ -324,3 +324,27 @@ async def test_notices_go_to_the_relay_and_survive_its_hiccups(make_settings: An
         assert "delivered" in str(recorded.message["Subject"])
     finally:
         await bridge.stop()
+
+
+async def test_an_intake_only_instance_stores_and_does_not_send(make_settings: Any) -> None:
+    from bridge.app import Bridge
+
+    settings = make_settings(worker={"enabled": False})
+    bridge = Bridge(settings)
+    await bridge.start()
+    try:
+        result = await atransact(bridge.address[1], "demo@example.com", [FAX], make_message().as_bytes())
+        assert result.data_code == 250
+        [job] = await bridge.store.list_jobs()
+        assert job.state == JobState.RECEIVED
+    finally:
+        await bridge.stop()
+    assert submissions(settings) == []
+    # A second instance with its worker on takes the job over.
+    sender = Bridge(make_settings())
+    await sender.start()
+    try:
+        await wait_count(sender, "notice_sent", 1)
+        assert [s["job_id"] for s in submissions(settings)] == [job.job_id]
+    finally:
+        await sender.stop()
