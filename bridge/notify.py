@@ -24,11 +24,10 @@ from email.message import EmailMessage
 from email.policy import Policy
 from typing import ClassVar, Literal
 
-import phonenumbers
-
 from bridge.models import FaxJob, JobState
+from bridge.routing import format_number
 
-__all__ = ["NOTICE_STATES", "compose_notice", "format_number", "notice_recipients"]
+__all__ = ["NOTICE_STATES", "compose_notice", "notice_recipients"]
 
 NOTICE_STATES: frozenset[JobState] = frozenset(
     {JobState.DELIVERED, JobState.FAILED, JobState.REJECTED, JobState.QUARANTINED}
@@ -64,15 +63,6 @@ class _SubjectHeader(UniqueUnstructuredHeader, BaseHeader):
 
 _HEADERS = HeaderRegistry()
 _HEADERS.map_to_type("subject", _SubjectHeader)
-
-
-def format_number(number: str) -> str:
-    """Format an E.164 number for people (``+4930123456`` → ``+49 30 123456``); unparsable input as given."""
-    try:
-        parsed = phonenumbers.parse(number, None)
-    except phonenumbers.NumberParseException:
-        return number
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
 def _one_line(text: str) -> str:
