@@ -49,7 +49,7 @@ CLIENT_CPU = 0
 KIB = 1024
 MIB = 1024 * 1024
 
-LIBRARIES = ("aiosmtpd", "SQLAlchemy", "aiosqlite", "pypdf", "Pillow", "fpdf2")
+LIBRARIES = ("aiosmtpd", "SQLAlchemy", "asyncpg", "pypdf", "Pillow", "fpdf2")
 
 
 # -- machine ---------------------------------------------------------------------------------------------

@@ -197,7 +197,7 @@ class Settings(BaseSettings):
     @property
     def store_url(self) -> str:
         """The SQLAlchemy URL of the store, defaulting to SQLite in the state directory."""
-        return self.store.url or f"sqlite+aiosqlite:///{self.state_dir / 'faxbridge.db'}"
+        return self.store.url or f"sqlite:///{self.state_dir / 'faxbridge.db'}"
 
     def account(self, name: str) -> AccountSettings:
         """Return the account called ``name``."""

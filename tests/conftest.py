@@ -147,7 +147,7 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     see each other's rows and the suite can run again at once.
     """
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'faxbridge.db'}"
+        yield f"sqlite:///{tmp_path / 'faxbridge.db'}"
         return
     base = make_url(postgres_base_url()).set(drivername="postgresql+asyncpg")
     name = f"faxbridge_test_{uuid.uuid4().hex[:16]}"

@@ -30,8 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection, Dialect
 
 from bridge.errors import ConfigError
 
@@ -160,16 +159,17 @@ dedupe_keys = sa.Table(
 )
 
 
-async def create_all(conn: AsyncConnection, *, now: datetime) -> None:
+def create_all(conn: Connection, *, now: datetime) -> None:
     """Create missing tables and record the schema version; refuse a database from a newer faxbridge.
 
     Runs inside the caller's transaction, which must keep other instances from doing the same at the same
-    time (SQLite's ``BEGIN IMMEDIATE``, a PostgreSQL advisory lock).
+    time (SQLite's ``BEGIN IMMEDIATE``, a PostgreSQL advisory lock). Synchronous, like every transaction of
+    the store: on PostgreSQL it runs inside ``AsyncConnection.run_sync``.
     """
-    await conn.run_sync(metadata.create_all)
-    found = (await conn.execute(sa.select(schema_version.c.version))).scalar_one_or_none()
+    metadata.create_all(conn)
+    found = conn.execute(sa.select(schema_version.c.version)).scalar_one_or_none()
     if found is None:
-        await conn.execute(sa.insert(schema_version).values(id=1, version=SCHEMA_VERSION, created_at=now))
+        conn.execute(sa.insert(schema_version).values(id=1, version=SCHEMA_VERSION, created_at=now))
     elif found != SCHEMA_VERSION:
         raise ConfigError(
             f"The job store database has schema version {found}, but this faxbridge understands version "

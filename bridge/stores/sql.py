@@ -1,4 +1,32 @@
-"""The job store on SQLAlchemy 2 (async Core): SQLite through aiosqlite, PostgreSQL through asyncpg.
+"""The job store on SQLAlchemy 2 Core: SQLite through the sqlite3 module on the store's own threads, PostgreSQL
+through asyncpg.
+
+How a call runs: each public method's transaction is one plain synchronous function over a SQLAlchemy
+``Connection`` (Core statements, the same code for both databases). A runner executes that function whole,
+so the event loop hands over one function per transaction instead of awaiting every statement:
+
+* **SQLite** uses a sync engine (``sqlite+pysqlite``). Write transactions run on one dedicated writer thread
+  and read transactions on a small pool of reader threads; each transaction is one hop from the event loop
+  to a thread and back. The async engine on aiosqlite made about 16 hops per write transaction, each a
+  queue put, a thread wake-up and a GIL handover, and spent about 2 ms of CPU per transaction on them.
+  Every call into sqlite3 happens on these threads, never on the event loop. The writer thread is also the
+  process's write queue: writes run one at a time in the order they were queued, without contending for
+  SQLite's lock inside the process. ``accept_messages`` goes ahead of queued worker writes (FIFO among
+  equals): an SMTP client waits for its ``250`` behind the one write in progress at most, not behind every
+  worker update already queued. Readers run beside the writer, which WAL mode allows. The pool holds one
+  connection per thread and keeps it open (``QueuePool``, sized to the threads). ``check_same_thread`` is
+  off, as SQLAlchemy sets it for file databases, because the next checkout may be on another of the
+  store's threads; a connection is only ever used by one thread at a time.
+* **PostgreSQL** uses the async engine (asyncpg). Each transaction is ``AsyncConnection.run_sync(fn)``, one
+  greenlet switch for the whole transaction, and the server does the queuing. The pool keeps enough
+  connections for the worker's concurrency, so that they are not reopened per transaction.
+
+Each transaction also sends as few statements as it can. ``update_job`` and ``release_job`` read the row
+(with its message's fields) and write it with ``UPDATE … RETURNING``. ``acquire_jobs`` claims with a SELECT
+and an ``UPDATE … RETURNING``; on SQLite it first looks for a due job in a read transaction, so that a poll
+that finds nothing neither takes the write lock nor waits behind the writer. ``accept_messages`` learns
+which dedupe keys it claimed from ``INSERT … ON CONFLICT DO NOTHING RETURNING`` and reads only the keys that
+were already taken.
 
 Every dialect difference lives in this module:
 
@@ -8,12 +36,12 @@ Every dialect difference lives in this module:
   (``isolation_level = None``) and SQLAlchemy's "begin" event emits the ``BEGIN`` instead: ``BEGIN IMMEDIATE``
   for writes, so that a write transaction holds SQLite's single write lock from its first statement and two
   processes (the daemon and a CLI command) cannot both read a job as free and both lease it; a plain deferred
-  ``BEGIN`` for reads, which in WAL mode never wait for a writer. Inside one process writes also queue on an
-  ``asyncio.Lock``, so that they wait their turn on the event loop instead of polling SQLite's busy handler.
-* **PostgreSQL** claims jobs with ``SELECT … FOR UPDATE SKIP LOCKED`` and sets the lease in the same
-  transaction; rows being changed are locked with ``FOR UPDATE``. ``synchronous_commit`` is left as the
-  server has it (a warning is logged at start when it is ``off``). Schema creation is serialised across
-  instances with a transaction-scoped advisory lock.
+  ``BEGIN`` for reads, which in WAL mode never wait for a writer.
+* **PostgreSQL** claims jobs with ``SELECT … FOR UPDATE OF jobs SKIP LOCKED`` and sets the lease in the same
+  transaction; rows being changed are locked with ``FOR UPDATE OF jobs``. ``synchronous_commit`` is left as
+  the server has it (a warning is logged at start when it is ``off``). Schema creation is serialised across
+  instances with a transaction-scoped advisory lock. Dead pooled connections (after a restart or failover)
+  are found by a ping before use.
 
 Choices on points the contract leaves open:
 
@@ -27,30 +55,36 @@ Choices on points the contract leaves open:
   put it there, so whoever finds it there next cannot know whether the fax went out.
 * Dedupe keys count from the first time they were claimed; a duplicate does not extend the window.
 * ``accept_messages`` is all or nothing for the whole batch: if one message cannot be stored, none is.
+* On SQLite, a call whose caller is cancelled before its transaction started never runs. Once started, a
+  transaction runs to its commit or rollback on its thread, and the caller no longer waits for the result.
+* After ``close()`` every method raises ``StoreUnavailable``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+import queue
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from bridge.errors import JobNotFound, LeaseLost, StoreUnavailable
 from bridge.models import (
@@ -72,6 +106,8 @@ __all__ = ["SQLStore"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 _READ_ONLY = "faxbridge_read_only"
 """Execution option marking connections whose transactions only read (a deferred BEGIN on SQLite)."""
 
@@ -80,6 +116,21 @@ _SCHEMA_LOCK_ID = 0x6661786272696467
 
 _DATABASE_ERRORS = (sa_exc.DBAPIError, sa_exc.TimeoutError, sa_exc.DisconnectionError, OSError)
 """What a public method turns into ``StoreUnavailable``: driver errors, pool timeouts, network failures."""
+
+_INTAKE = 0
+"""Writer queue priority of ``accept_messages``: an SMTP client is waiting for its 250."""
+_DEFAULT = 1
+"""Writer queue priority of every other transaction (the worker's, start-up, cleanup)."""
+_LAST = 2
+"""Writer queue priority of the stop marker, so that a closing store finishes what was queued first."""
+
+_SQLITE_READERS = 2
+"""Reader threads on SQLite. Reads are short and mostly hold the GIL, so more threads would mainly contend
+for it; two let a read run while another waits on the disk."""
+
+_POSTGRES_POOL_SIZE = 10
+"""Pooled PostgreSQL connections kept open: the worker's default concurrency (8), the intake and a read.
+Connections beyond it (up to as many again) are opened on demand and closed when returned."""
 
 
 def _utc_now() -> datetime:
@@ -97,16 +148,13 @@ def _is_pending(state: JobState, notice: NoticeState) -> bool:
     return state in ACTIVE_STATES or notice == NoticeState.PENDING
 
 
-_JOB_SELECT = sa.select(
+_JOB_FIELDS = (
     jobs.c.job_id,
     jobs.c.message_id,
     jobs.c.account,
     jobs.c.provider,
     jobs.c.recipient,
     jobs.c.number,
-    messages.c.mail_from,
-    messages.c.subject,
-    messages.c.original_message_id,
     jobs.c.state,
     jobs.c.notice,
     jobs.c.attempts,
@@ -120,10 +168,88 @@ _JOB_SELECT = sa.select(
     jobs.c.submitted_at,
     jobs.c.finished_at,
     jobs.c.detail,
+)
+"""The ``jobs`` columns a ``FaxJob`` carries; also what ``UPDATE … RETURNING`` gives back."""
+
+_JOB_SELECT = sa.select(
+    *_JOB_FIELDS,
+    jobs.c.lease_holder,
+    messages.c.mail_from,
+    messages.c.subject,
+    messages.c.original_message_id,
 ).select_from(jobs.join(messages, jobs.c.message_id == messages.c.message_id))
+"""A job with its message's fields and its lease holder. The message fields come from here and not from
+``RETURNING``: SQLite's ``RETURNING`` may only name the updated table."""
 
 
-def _to_job(row: sa.Row[*tuple[Any, ...]]) -> FaxJob:
+# Statements are built once, with bind parameters, and reused: SQLAlchemy memoizes the cache key of a statement
+# object, so a reused one skips the statement building and the cache-key traversal that a fresh one costs
+# (about a third of a small transaction's CPU).
+
+_JOB_BY_ID = _JOB_SELECT.where(jobs.c.job_id == sa.bindparam("job_id"))
+
+_DUE = sa.and_(
+    jobs.c.pending == sa.true(),
+    jobs.c.next_attempt_at <= sa.bindparam("now"),
+    sa.or_(jobs.c.lease_holder.is_(None), jobs.c.lease_expires_at <= sa.bindparam("now")),
+)
+"""A job is due at ``now`` when it has work left, its next attempt has come, and its lease is free or expired."""
+
+_ANY_DUE = sa.select(jobs.c.job_id).where(_DUE).limit(1)
+
+_CLAIMABLE = (
+    _JOB_SELECT.where(_DUE)
+    .order_by(jobs.c.next_attempt_at, jobs.c.job_id)
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+)
+"""Due jobs with their messages' fields, oldest due first (PostgreSQL adds ``FOR UPDATE … SKIP LOCKED``)."""
+
+_LEASE = (
+    sa.update(jobs)
+    .where(jobs.c.job_id.in_(sa.bindparam("job_ids", expanding=True)))
+    .values(
+        lease_holder=sa.bindparam("lease_holder_value", type_=jobs.c.lease_holder.type),
+        lease_expires_at=sa.bindparam("lease_expires_value", type_=jobs.c.lease_expires_at.type),
+        updated_at=sa.bindparam("now", type_=jobs.c.updated_at.type),
+    )
+    .returning(*_JOB_FIELDS)
+)
+
+_MESSAGE_RAW = sa.select(messages.c.raw).where(messages.c.message_id == sa.bindparam("message_id"))
+
+_DOCUMENT = (
+    sa.select(jobs.c.job_id, documents.c.pdf)
+    .select_from(jobs.outerjoin(documents, documents.c.job_id == jobs.c.job_id))
+    .where(jobs.c.job_id == sa.bindparam("job_id"))
+)
+
+_NEXT_DUE = sa.select(sa.func.min(jobs.c.next_attempt_at)).where(jobs.c.pending == sa.true())
+
+_INSERT_MESSAGES = sa.insert(messages)
+_INSERT_JOBS = sa.insert(jobs)
+
+
+@lru_cache(maxsize=256)
+def _job_write(columns: tuple[str, ...]) -> sa.Update:
+    """``UPDATE jobs SET <columns> … RETURNING`` for the job ``job_id_match`` held by ``holder_match``.
+
+    One statement per set of columns an update changes (a handful in practice), each built once.
+    Parameters: ``job_id_match``, ``holder_match`` and ``set_<column>`` for each column.
+    """
+    return (
+        sa.update(jobs)
+        .where(
+            jobs.c.job_id == sa.bindparam("job_id_match", type_=jobs.c.job_id.type),
+            jobs.c.lease_holder == sa.bindparam("holder_match", type_=jobs.c.lease_holder.type),
+        )
+        .values({name: sa.bindparam(f"set_{name}", type_=jobs.c[name].type) for name in columns})
+        .returning(*_JOB_FIELDS)
+    )
+
+
+def _to_job(row: sa.Row[*tuple[Any, ...]], message: sa.Row[*tuple[Any, ...]] | None = None) -> FaxJob:
+    """Build a ``FaxJob`` from a ``_JOB_SELECT`` row, or from job columns plus the ``_JOB_SELECT`` row ``message``."""
+    origin = row if message is None else message
     return FaxJob(
         job_id=row.job_id,
         message_id=row.message_id,
@@ -131,9 +257,9 @@ def _to_job(row: sa.Row[*tuple[Any, ...]]) -> FaxJob:
         provider=row.provider,
         recipient=row.recipient,
         number=row.number,
-        sender=row.mail_from,
-        subject=row.subject,
-        original_message_id=row.original_message_id,
+        sender=origin.mail_from,
+        subject=origin.subject,
+        original_message_id=origin.original_message_id,
         state=JobState(row.state),
         notice=NoticeState(row.notice),
         attempts=row.attempts,
@@ -153,8 +279,7 @@ def _to_job(row: sa.Row[*tuple[Any, ...]]) -> FaxJob:
 def _sqlite_open_problem(database: str | None) -> str | None:
     """Say why SQLite could not open or write ``database``, or return ``None`` if it looks fine.
 
-    Checked before the first connection because aiosqlite leaves a worker thread behind when its connect
-    fails (omnilib/aiosqlite#241), and because "unable to open database file" does not say what to fix.
+    Checked before the first connection because "unable to open database file" does not say what to fix.
     """
     if not database or database.startswith("file:"):
         return None
@@ -202,6 +327,171 @@ def _sqlite_on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _in_transaction(fn: Callable[[Connection], T], conn: Connection) -> T:
+    """Run ``fn`` in one transaction on ``conn``: committed if it returns, rolled back if it raises."""
+    with conn.begin():
+        return fn(conn)
+
+
+def _on_engine(engine: Engine, fn: Callable[[Connection], T]) -> T:
+    """Check a connection out of ``engine``'s pool, run ``fn`` in one transaction on it, and return it."""
+    with engine.connect() as conn:
+        return _in_transaction(fn, conn)
+
+
+# -- runners -------------------------------------------------------------------------------------------------
+
+
+class _Lane:
+    """Threads that run callables, lowest priority number first and in submission order within a priority.
+
+    With one thread this is the SQLite writer: the queue is what serialises writes inside the process.
+    ``submit`` is called from the event loop's thread only.
+    """
+
+    def __init__(self, name: str, threads: int) -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, Future[Any], Callable[[], Any] | None]] = queue.PriorityQueue()
+        # The sequence number keeps FIFO order within a priority, and tuples never compare their futures.
+        self._order = itertools.count()
+        # Daemon threads: a store that is never closed must not keep the process from exiting.
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"{name}-{i}" if threads > 1 else name, daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[[], T], priority: int) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((priority, next(self._order), future, fn))
+        return future
+
+    async def run(self, fn: Callable[[], T], priority: int) -> T:
+        # wrap_future passes a cancellation on to the concurrent future: a call that has not started yet
+        # is then skipped by _serve; one that is running finishes, and its result is dropped.
+        return await asyncio.wrap_future(self.submit(fn, priority))
+
+    def _serve(self) -> None:
+        while True:
+            _, _, future, fn = self._queue.get()
+            if fn is None:
+                future.set_result(None)
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the awaiting caller, whatever it is
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    async def stop(self) -> None:
+        """Let every thread finish what is queued, then end it."""
+        ends: list[Future[Any]] = []
+        for _ in self._threads:
+            end: Future[Any] = Future()
+            self._queue.put((_LAST, next(self._order), end, None))
+            ends.append(end)
+        await asyncio.gather(*(asyncio.wrap_future(end) for end in ends))
+        for thread in self._threads:
+            # Each thread has set its end marker and is returning: this join takes microseconds.
+            thread.join()
+
+
+class _Runner(Protocol):
+    """Executes one transaction function and returns its result."""
+
+    engine: Engine
+
+    async def run(self, fn: Callable[[Connection], T], *, write: bool, priority: int) -> T: ...
+
+    async def close(self) -> None: ...
+
+
+class _SQLiteRunner:
+    """SQLite: writes on one writer thread, reads on a few reader threads, over a sync engine's pool."""
+
+    def __init__(self, url: URL, busy_timeout: timedelta) -> None:
+        self.engine = sa.create_engine(
+            url.set(drivername="sqlite+pysqlite"),
+            # hide_parameters keeps message bytes and addresses out of exception texts and logs.
+            hide_parameters=True,
+            # One connection per store thread, kept open. The overflow is for code that checks a connection
+            # out beside the store (diagnostics, tests); the store's own threads never need it.
+            poolclass=QueuePool,
+            pool_size=_SQLITE_READERS + 1,
+            max_overflow=2,
+            connect_args={"check_same_thread": False},
+        )
+        busy_ms = int(busy_timeout.total_seconds() * 1000)
+        event.listen(self.engine, "connect", partial(_sqlite_on_connect, busy_ms))
+        event.listen(self.engine, "begin", _sqlite_on_begin)
+        self._read_engine = self.engine.execution_options(**{_READ_ONLY: True})
+        self._writer: _Lane | None = None
+        self._readers: _Lane | None = None
+
+    def _lanes(self) -> tuple[_Lane, _Lane]:
+        # Started on first use, so that a store that is created and never used owns no threads.
+        if self._writer is None or self._readers is None:
+            self._writer = _Lane("faxbridge-store-writer", 1)
+            self._readers = _Lane("faxbridge-store-reader", _SQLITE_READERS)
+        return self._writer, self._readers
+
+    async def run(self, fn: Callable[[Connection], T], *, write: bool, priority: int) -> T:
+        writer, readers = self._lanes()
+        if write:
+            return await writer.run(partial(_on_engine, self.engine, fn), priority)
+        return await readers.run(partial(_on_engine, self._read_engine, fn), _DEFAULT)
+
+    async def close(self) -> None:
+        """Finish queued transactions, close every connection and end the threads; reusable afterwards."""
+        writer, readers = self._lanes()
+        self._writer = self._readers = None
+        try:
+            await readers.stop()
+            # Closing the last connection checkpoints the WAL (disk I/O), so it happens on the writer thread,
+            # after the readers have returned their connections.
+            await writer.run(self.engine.dispose, _LAST)
+        finally:
+            await writer.stop()
+
+
+class _PostgresRunner:
+    """PostgreSQL: each transaction is one ``run_sync`` on a pooled asyncpg connection.
+
+    Transactions run side by side, so there is no writer queue and no priority: writers wait for each other
+    only on the rows they share, which the intake's new rows never are.
+    """
+
+    def __init__(self, url: URL, connect_timeout: timedelta) -> None:
+        self._async_engine: AsyncEngine = create_async_engine(
+            url,
+            # hide_parameters keeps message bytes and addresses out of exception texts and logs.
+            hide_parameters=True,
+            # A PostgreSQL restart or failover leaves dead pooled connections behind; test before use.
+            pool_pre_ping=True,
+            pool_size=_POSTGRES_POOL_SIZE,
+            max_overflow=_POSTGRES_POOL_SIZE,
+            connect_args={
+                "timeout": connect_timeout.total_seconds(),
+                "server_settings": {"application_name": "faxbridge"},
+            },
+        )
+        self.engine = self._async_engine.sync_engine
+
+    async def run(self, fn: Callable[[Connection], T], *, write: bool, priority: int) -> T:
+        # BEGIN and COMMIT happen inside run_sync too: one greenlet switch for the whole transaction.
+        async with self._async_engine.connect() as conn:
+            return await conn.run_sync(partial(_in_transaction, fn))
+
+    async def close(self) -> None:
+        await self._async_engine.dispose()
+
+
+# -- the store -----------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class _Claims:
     """Who owns each dedupe key of a batch once the keys were claimed."""
@@ -213,12 +503,14 @@ class _Claims:
 
 
 class SQLStore(JobStore):
-    """``JobStore`` on SQLite (one host) or PostgreSQL (several instances), through SQLAlchemy async Core.
+    """``JobStore`` on SQLite (one host) or PostgreSQL (several instances), through SQLAlchemy Core.
 
-    ``url`` must name an async driver (``sqlite+aiosqlite``, ``postgresql+asyncpg``); ``open_store`` maps the
-    plain forms. ``dedupe_window`` is how long a dedupe key is remembered. ``clock`` returns the current time
-    (aware); tests pass a controllable one. ``busy_timeout`` is how long a SQLite write waits for another
-    process's write to finish; ``connect_timeout`` how long a PostgreSQL connection attempt may take.
+    ``url`` names SQLite (``sqlite://``, with or without the ``pysqlite`` or ``aiosqlite`` driver name: faxbridge
+    runs SQLite through the standard sqlite3 module either way) or PostgreSQL through asyncpg
+    (``postgresql+asyncpg``); ``open_store`` maps the other spellings. ``dedupe_window`` is how long a dedupe
+    key is remembered. ``clock`` returns the current time (aware); tests pass a controllable one.
+    ``busy_timeout`` is how long a SQLite write waits for another process's write to finish;
+    ``connect_timeout`` how long a PostgreSQL connection attempt may take.
     """
 
     def __init__(
@@ -238,33 +530,44 @@ class SQLStore(JobStore):
         self._dialect = url.get_backend_name()
         self._database = url.database
         self._display_url = url.render_as_string(hide_password=True)
-        # hide_parameters keeps message bytes and addresses out of exception texts and logs.
+        self._closed = False
+        self._runner: _Runner
         if self._dialect == "sqlite":
-            self._engine = create_async_engine(url, hide_parameters=True)
-            busy_ms = int(busy_timeout.total_seconds() * 1000)
-            event.listen(self._engine.sync_engine, "connect", partial(_sqlite_on_connect, busy_ms))
-            event.listen(self._engine.sync_engine, "begin", _sqlite_on_begin)
-            self._write_lock: asyncio.Lock | None = asyncio.Lock()
+            if url.get_driver_name() not in ("pysqlite", "aiosqlite"):
+                raise ValueError(f"unsupported SQLite driver {url.get_driver_name()!r} in {self._display_url}")
+            self._runner = _SQLiteRunner(url, busy_timeout)
+            self._claimable = _CLAIMABLE
+            self._current = _JOB_BY_ID
         elif self._dialect == "postgresql":
-            self._engine = create_async_engine(
-                url,
-                hide_parameters=True,
-                # A PostgreSQL restart or failover leaves dead pooled connections behind; test before use.
-                pool_pre_ping=True,
-                connect_args={
-                    "timeout": connect_timeout.total_seconds(),
-                    "server_settings": {"application_name": "faxbridge"},
-                },
-            )
-            self._write_lock = None
+            self._runner = _PostgresRunner(url, connect_timeout)
+            # Rows another instance is claiming right now are passed over, not waited for. OF jobs: the
+            # messages rows are only read.
+            self._claimable = _CLAIMABLE.with_for_update(of=jobs, skip_locked=True)
+            self._current = _JOB_BY_ID.with_for_update(of=jobs)
         else:
             raise ValueError(f"unsupported database {self._dialect!r} in {self._display_url}")
-        self._read_engine = self._engine.execution_options(**{_READ_ONLY: True})
+        # ON CONFLICT DO NOTHING also waits, on PostgreSQL, for a concurrent batch that inserted the same key
+        # to commit or roll back, so that the SELECT in _claim_dedupe_keys sees the winner. RETURNING names
+        # the keys this batch claimed.
+        self._claim_keys = (
+            self._insert(dedupe_keys)
+            .on_conflict_do_nothing(index_elements=[dedupe_keys.c.dedupe_key])
+            .returning(dedupe_keys.c.dedupe_key)
+        )
+        upsert = self._insert(documents)
+        self._store_document = upsert.on_conflict_do_update(
+            index_elements=[documents.c.job_id],
+            set_={"pdf": upsert.excluded.pdf, "stored_at": upsert.excluded.stored_at},
+        )
 
     @property
-    def engine(self) -> AsyncEngine:
-        """The SQLAlchemy engine, for diagnostics and for tests that check the pool."""
-        return self._engine
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine the transactions run on, for diagnostics and for tests that check the pool.
+
+        On SQLite it is a sync pysqlite engine; on PostgreSQL the ``sync_engine`` of the asyncpg engine, which
+        shares its pool but cannot run statements outside ``run_sync``.
+        """
+        return self._runner.engine
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
@@ -276,16 +579,12 @@ class SQLStore(JobStore):
             return postgresql.insert(table)
         return sqlite.insert(table)
 
-    @asynccontextmanager
-    async def _transaction(self, what: str, *, write: bool) -> AsyncIterator[AsyncConnection]:
-        """Run the body in one transaction; database failures become ``StoreUnavailable``."""
-        lock: AbstractAsyncContextManager[Any] = (
-            self._write_lock if write and self._write_lock is not None else nullcontext()
-        )
-        engine = self._engine if write else self._read_engine
+    async def _run(self, what: str, fn: Callable[[Connection], T], *, write: bool, priority: int = _DEFAULT) -> T:
+        """Run ``fn`` in one transaction; database failures become ``StoreUnavailable``."""
+        if self._closed:
+            raise StoreUnavailable(f"The job store at {self._display_url} could not {what}: it is closed.")
         try:
-            async with lock, engine.begin() as conn:
-                yield conn
+            return await self._runner.run(fn, write=write, priority=priority)
         except _DATABASE_ERRORS as exc:
             reason = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
             raise StoreUnavailable(
@@ -302,20 +601,31 @@ class SQLStore(JobStore):
                 f"The job store at {self._display_url} cannot be opened: {problem}. Create the directory "
                 "and let the faxbridge user write to it (the systemd unit's StateDirectory= does both)."
             )
-        async with self._transaction("create or check its schema", write=True) as conn:
-            if self._dialect == "postgresql":
-                await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_ID)))
-                setting = (await conn.exec_driver_sql("SHOW synchronous_commit")).scalar_one()
-                if setting == "off":
-                    log.warning(
-                        "PostgreSQL has synchronous_commit=off: a crash can lose messages the SMTP "
-                        "client was told were accepted. Set it to on for the faxbridge database."
-                    )
-            await schema.create_all(conn, now=self._now())
+        try:
+            await self._run("create or check its schema", partial(self._create_schema, self._now()), write=True)
+        except BaseException:
+            # A caller whose start failed may never call close(): end the threads and connections now.
+            # The runner starts them again if the store is used after all.
+            await self._runner.close()
+            raise
+
+    def _create_schema(self, now: datetime, conn: Connection) -> None:
+        if self._dialect == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_ID)))
+            setting = conn.exec_driver_sql("SHOW synchronous_commit").scalar_one()
+            if setting == "off":
+                log.warning(
+                    "PostgreSQL has synchronous_commit=off: a crash can lose messages the SMTP "
+                    "client was told were accepted. Set it to on for the faxbridge database."
+                )
+        schema.create_all(conn, now=now)
 
     async def close(self) -> None:
-        """Close every pooled connection."""
-        await self._engine.dispose()
+        """Finish the transactions already queued, close every connection and end the store's threads."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._runner.close()
 
     # -- intake --------------------------------------------------------------------------------------------
 
@@ -334,114 +644,121 @@ class SQLStore(JobStore):
         for request in requests:
             for job in request.jobs:
                 wanted.setdefault(job.dedupe_key, job.job_id)
-        what = f"store {len(requests)} accepted message(s)"
-        async with self._transaction(what, write=True) as conn:
-            claims = await self._claim_dedupe_keys(conn, wanted, now)
-            results: list[AcceptResult] = []
-            message_rows: list[dict[str, Any]] = []
-            job_rows: list[dict[str, Any]] = []
-            batch_message: dict[str, str] = {}
-            for request in requests:
-                job_ids: list[str] = []
-                fresh = 0
-                for job in request.jobs:
-                    owner = claims.owner[job.dedupe_key]
-                    job_ids.append(owner)
-                    if owner != job.job_id:
-                        continue
-                    fresh += 1
-                    batch_message[job.job_id] = request.message_id
-                    job_rows.append(
-                        {
-                            "job_id": job.job_id,
-                            "message_id": request.message_id,
-                            "account": job.account,
-                            "provider": job.provider,
-                            "recipient": job.recipient,
-                            "number": job.number,
-                            "state": JobState.RECEIVED.value,
-                            "notice": NoticeState.NONE.value,
-                            "pending": True,
-                            "attempts": 0,
-                            "detail": {},
-                            "created_at": now,
-                            "updated_at": now,
-                            "next_attempt_at": now,
-                        }
-                    )
-                if request.jobs and not fresh:
-                    first = job_ids[0]
-                    earlier = batch_message.get(first) or claims.earlier_message[first]
-                    results.append(AcceptResult(message_id=earlier, job_ids=tuple(job_ids), duplicate=True))
+        return await self._run(
+            f"store {len(requests)} accepted message(s)",
+            partial(self._accept, requests, wanted, now),
+            write=True,
+            priority=_INTAKE,
+        )
+
+    def _accept(
+        self, requests: Sequence[AcceptRequest], wanted: Mapping[str, str], now: datetime, conn: Connection
+    ) -> list[AcceptResult]:
+        claims = self._claim_dedupe_keys(conn, wanted, now)
+        results: list[AcceptResult] = []
+        message_rows: list[dict[str, Any]] = []
+        job_rows: list[dict[str, Any]] = []
+        batch_message: dict[str, str] = {}
+        for request in requests:
+            job_ids: list[str] = []
+            fresh = 0
+            for job in request.jobs:
+                owner = claims.owner[job.dedupe_key]
+                job_ids.append(owner)
+                if owner != job.job_id:
                     continue
-                envelope = request.envelope
-                message_rows.append(
+                fresh += 1
+                batch_message[job.job_id] = request.message_id
+                job_rows.append(
                     {
+                        "job_id": job.job_id,
                         "message_id": request.message_id,
-                        "received_at": now,
-                        "account": envelope.account,
-                        "mail_from": envelope.mail_from,
-                        "rcpt_tos": list(envelope.rcpt_tos),
-                        "client_address": envelope.client_address,
-                        "original_message_id": envelope.message_id,
-                        "subject": envelope.subject,
-                        "size": len(request.raw),
-                        "raw": request.raw,
+                        "account": job.account,
+                        "provider": job.provider,
+                        "recipient": job.recipient,
+                        "number": job.number,
+                        "state": JobState.RECEIVED.value,
+                        "notice": NoticeState.NONE.value,
+                        "pending": True,
+                        "attempts": 0,
+                        "detail": {},
+                        "created_at": now,
+                        "updated_at": now,
+                        "next_attempt_at": now,
                     }
                 )
-                results.append(AcceptResult(message_id=request.message_id, job_ids=tuple(job_ids), duplicate=False))
-            if message_rows:
-                await conn.execute(sa.insert(messages), message_rows)
-            if job_rows:
-                # Columns left out (pages, provider ids, lease…) start as NULL.
-                await conn.execute(sa.insert(jobs), job_rows)
+            if request.jobs and not fresh:
+                first = job_ids[0]
+                earlier = batch_message.get(first) or claims.earlier_message[first]
+                results.append(AcceptResult(message_id=earlier, job_ids=tuple(job_ids), duplicate=True))
+                continue
+            envelope = request.envelope
+            message_rows.append(
+                {
+                    "message_id": request.message_id,
+                    "received_at": now,
+                    "account": envelope.account,
+                    "mail_from": envelope.mail_from,
+                    "rcpt_tos": list(envelope.rcpt_tos),
+                    "client_address": envelope.client_address,
+                    "original_message_id": envelope.message_id,
+                    "subject": envelope.subject,
+                    "size": len(request.raw),
+                    "raw": request.raw,
+                }
+            )
+            results.append(AcceptResult(message_id=request.message_id, job_ids=tuple(job_ids), duplicate=False))
+        if message_rows:
+            conn.execute(_INSERT_MESSAGES, message_rows)
+        if job_rows:
+            # Columns left out (pages, provider ids, lease…) start as NULL.
+            conn.execute(_INSERT_JOBS, job_rows)
         return results
 
-    async def _claim_dedupe_keys(self, conn: AsyncConnection, wanted: Mapping[str, str], now: datetime) -> _Claims:
+    def _claim_dedupe_keys(self, conn: Connection, wanted: Mapping[str, str], now: datetime) -> _Claims:
         """Claim each key for its wanted job unless a live claim exists; return who owns every key."""
         if not wanted:
             return _Claims(owner={}, earlier_message={})
-        cutoff = now - self._dedupe_window
-        # ON CONFLICT DO NOTHING also waits, on PostgreSQL, for a concurrent batch that inserted the same key
-        # to commit or roll back, so that the SELECT below sees the winner. Keys go in sorted order so that
-        # two batches sharing keys wait for each other instead of deadlocking.
-        await conn.execute(
-            self._insert(dedupe_keys).on_conflict_do_nothing(index_elements=[dedupe_keys.c.dedupe_key]),
-            [{"dedupe_key": key, "job_id": wanted[key], "created_at": now} for key in sorted(wanted)],
+        # Keys go in sorted order so that two batches sharing keys wait for each other instead of deadlocking.
+        # Usually this batch claims every key, and nothing else needs to be read.
+        claimed = set(
+            conn.execute(
+                self._claim_keys,
+                [{"dedupe_key": key, "job_id": wanted[key], "created_at": now} for key in sorted(wanted)],
+            ).scalars()
         )
-        rows = (
-            await conn.execute(
-                sa.select(dedupe_keys.c.dedupe_key, dedupe_keys.c.job_id, dedupe_keys.c.created_at).where(
-                    dedupe_keys.c.dedupe_key.in_(list(wanted))
-                )
-            )
+        owner = {key: wanted[key] for key in claimed}
+        taken = sorted(set(wanted) - claimed)
+        if not taken:
+            return _Claims(owner=owner, earlier_message={})
+        rows = conn.execute(
+            sa.select(dedupe_keys.c.dedupe_key, dedupe_keys.c.job_id, dedupe_keys.c.created_at, jobs.c.message_id)
+            .select_from(dedupe_keys.outerjoin(jobs, jobs.c.job_id == dedupe_keys.c.job_id))
+            .where(dedupe_keys.c.dedupe_key.in_(taken))
         ).all()
-        found = {row.dedupe_key: (row.job_id, row.created_at) for row in rows}
-        if len(found) != len(wanted):
+        found = {row.dedupe_key: row for row in rows}
+        if len(found) != len(taken):
             # Only a cleanup that deleted the key between our INSERT and SELECT gets here.
             raise StoreUnavailable(
                 "A dedupe key vanished while the message was being stored (a concurrent cleanup); "
                 "nothing was stored, try again."
             )
-        earlier_ids = [job_id for key, (job_id, _) in found.items() if job_id != wanted[key]]
+        cutoff = now - self._dedupe_window
         earlier_message: dict[str, str] = {}
-        if earlier_ids:
-            earlier_rows = await conn.execute(
-                sa.select(jobs.c.job_id, jobs.c.message_id).where(jobs.c.job_id.in_(earlier_ids))
-            )
-            earlier_message = {row.job_id: row.message_id for row in earlier_rows}
-        owner: dict[str, str] = {}
-        for key in sorted(found):
-            job_id, claimed_at = found[key]
+        for key in taken:
+            row = found[key]
+            job_id: str = row.job_id
             mine = wanted[key]
-            # A key past the window, or one whose job is gone, passes to the new job.
-            if job_id != mine and (claimed_at < cutoff or job_id not in earlier_message):
-                taken = await conn.execute(
+            if job_id != mine and row.message_id is not None and row.created_at >= cutoff:
+                earlier_message[job_id] = row.message_id
+            elif job_id != mine:
+                # A key past the window, or one whose job is gone, passes to the new job.
+                moved = conn.execute(
                     sa.update(dedupe_keys)
                     .where(dedupe_keys.c.dedupe_key == key, dedupe_keys.c.job_id == job_id)
                     .values(job_id=mine, created_at=now)
                 )
-                if taken.rowcount != 1:
+                if moved.rowcount != 1:
                     raise StoreUnavailable(
                         "A dedupe key changed while the message was being stored (another delivery of it, or a "
                         "cleanup, at the same moment); nothing was stored, try again."
@@ -452,10 +769,11 @@ class SQLStore(JobStore):
 
     async def get_message(self, message_id: str) -> bytes:
         """Return the raw message as it was received. Raises ``JobNotFound``."""
-        async with self._transaction(f"read message {message_id}", write=False) as conn:
-            row = (
-                await conn.execute(sa.select(messages.c.raw).where(messages.c.message_id == message_id))
-            ).one_or_none()
+        row = await self._run(
+            f"read message {message_id}",
+            lambda conn: conn.execute(_MESSAGE_RAW, {"message_id": message_id}).one_or_none(),
+            write=False,
+        )
         if row is None:
             raise JobNotFound(f"No message with id {message_id!r} is stored.")
         if row.raw is None:
@@ -464,13 +782,11 @@ class SQLStore(JobStore):
 
     async def get_document(self, job_id: str) -> bytes | None:
         """Return the job's fax-ready PDF, or ``None`` before it was converted. Raises ``JobNotFound``."""
-        query = (
-            sa.select(jobs.c.job_id, documents.c.pdf)
-            .select_from(jobs.outerjoin(documents, documents.c.job_id == jobs.c.job_id))
-            .where(jobs.c.job_id == job_id)
+        row = await self._run(
+            f"read the document of job {job_id}",
+            lambda conn: conn.execute(_DOCUMENT, {"job_id": job_id}).one_or_none(),
+            write=False,
         )
-        async with self._transaction(f"read the document of job {job_id}", write=False) as conn:
-            row = (await conn.execute(query)).one_or_none()
         if row is None:
             raise JobNotFound(f"No job with id {job_id!r} exists.")
         return None if row.pdf is None else bytes(row.pdf)
@@ -482,37 +798,37 @@ class SQLStore(JobStore):
         if limit <= 0:
             return []
         now = self._now()
-        expires = now + lease
-        due = (
-            sa.select(jobs.c.job_id)
-            .where(
-                jobs.c.pending == sa.true(),
-                jobs.c.next_attempt_at <= now,
-                sa.or_(jobs.c.lease_holder.is_(None), jobs.c.lease_expires_at <= now),
-            )
-            .order_by(jobs.c.next_attempt_at, jobs.c.job_id)
-            .limit(limit)
-        )
-        if self._dialect == "postgresql":
-            # Rows another instance is claiming right now are passed over, not waited for.
-            due = due.with_for_update(skip_locked=True)
-        async with self._transaction(f"acquire jobs for worker {worker_id}", write=True) as conn:
-            ids = list((await conn.execute(due)).scalars())
-            if not ids:
+        what = f"acquire jobs for worker {worker_id}"
+        if self._dialect == "sqlite":
+            # Look first, in a read transaction: a worker polling an idle queue must neither take SQLite's
+            # write lock (which other processes would wait for) nor queue behind the writer. On PostgreSQL
+            # the claiming SELECT … SKIP LOCKED below is itself that look and writes nothing when it finds
+            # nothing.
+            probe = await self._run(what, lambda conn: conn.execute(_ANY_DUE, {"now": now}).first(), write=False)
+            if probe is None:
                 return []
-            await conn.execute(
-                sa.update(jobs)
-                .where(jobs.c.job_id.in_(ids))
-                .values(lease_holder=worker_id, lease_expires_at=expires, updated_at=now)
-            )
-            rows = (
-                await conn.execute(
-                    _JOB_SELECT.where(jobs.c.job_id.in_(ids)).order_by(jobs.c.next_attempt_at, jobs.c.job_id)
-                )
-            ).all()
+        return await self._run(what, partial(self._claim_due, worker_id, now, now + lease, limit), write=True)
+
+    def _claim_due(
+        self, worker_id: str, now: datetime, expires: datetime, limit: int, conn: Connection
+    ) -> list[LeasedJob]:
+        found = conn.execute(self._claimable, {"now": now, "limit": limit}).all()
+        if not found:
+            return []
+        updated = conn.execute(
+            _LEASE,
+            {
+                "job_ids": [row.job_id for row in found],
+                "lease_holder_value": worker_id,
+                "lease_expires_value": expires,
+                "now": now,
+            },
+        ).all()
+        # RETURNING comes back in no particular order; ``found`` is oldest due first.
+        by_id = {row.job_id: row for row in updated}
         leased = []
-        for row in rows:
-            job = _to_job(row)
+        for row in found:
+            job = _to_job(by_id[row.job_id], message=row)
             leased.append(LeasedJob(job=job, lease_expires_at=expires, interrupted=job.state == JobState.SUBMITTING))
         return leased
 
@@ -536,38 +852,40 @@ class SQLStore(JobStore):
             if value is not None:
                 _aware(f"JobUpdate.{name}", value)
         now = self._now()
-        current = sa.select(jobs.c.state, jobs.c.notice, jobs.c.lease_holder, jobs.c.detail).where(
-            jobs.c.job_id == job_id
-        )
-        if self._dialect == "postgresql":
-            current = current.with_for_update()
-        async with self._transaction(what, write=True) as conn:
-            row = (await conn.execute(current)).one_or_none()
-            if row is None:
-                raise JobNotFound(f"No job with id {job_id!r} exists.")
-            if row.lease_holder != worker_id:
-                holder = f"leased to {row.lease_holder!r}" if row.lease_holder else "not leased"
-                raise LeaseLost(
-                    f"Job {job_id} is {holder}, not to worker {worker_id!r}; drop it without writing "
-                    "(acquire it again if it still needs work)."
-                )
-            values = self._changes(job_id, row, update, now)
-            values["lease_expires_at"] = None if lease is None else now + lease
-            if lease is None:
-                values["lease_holder"] = None
-            await conn.execute(
-                sa.update(jobs).where(jobs.c.job_id == job_id, jobs.c.lease_holder == worker_id).values(values)
+        return await self._run(what, partial(self._write_job_tx, worker_id, job_id, update, lease, now), write=True)
+
+    def _write_job_tx(
+        self,
+        worker_id: str,
+        job_id: str,
+        update: JobUpdate,
+        lease: timedelta | None,
+        now: datetime,
+        conn: Connection,
+    ) -> FaxJob:
+        row = conn.execute(self._current, {"job_id": job_id}).one_or_none()
+        if row is None:
+            raise JobNotFound(f"No job with id {job_id!r} exists.")
+        if row.lease_holder != worker_id:
+            holder = f"leased to {row.lease_holder!r}" if row.lease_holder else "not leased"
+            raise LeaseLost(
+                f"Job {job_id} is {holder}, not to worker {worker_id!r}; drop it without writing "
+                "(acquire it again if it still needs work)."
             )
-            if update.document is not None:
-                upsert = self._insert(documents).values(job_id=job_id, pdf=update.document, stored_at=now)
-                await conn.execute(
-                    upsert.on_conflict_do_update(
-                        index_elements=[documents.c.job_id],
-                        set_={"pdf": upsert.excluded.pdf, "stored_at": upsert.excluded.stored_at},
-                    )
-                )
-            stored = (await conn.execute(_JOB_SELECT.where(jobs.c.job_id == job_id))).one()
-        return _to_job(stored)
+        values = self._changes(job_id, row, update, now)
+        values["lease_expires_at"] = None if lease is None else now + lease
+        if lease is None:
+            values["lease_holder"] = None
+        # The row is locked (PostgreSQL) or the database is (SQLite), so the lease checked above still holds;
+        # the holder condition only keeps the statement honest on its own.
+        columns = tuple(sorted(values))
+        parameters = {f"set_{name}": values[name] for name in columns}
+        stored = conn.execute(
+            _job_write(columns), {"job_id_match": job_id, "holder_match": worker_id, **parameters}
+        ).one()
+        if update.document is not None:
+            conn.execute(self._store_document, {"job_id": job_id, "pdf": update.document, "stored_at": now})
+        return _to_job(stored, message=row)
 
     @staticmethod
     def _changes(job_id: str, row: sa.Row[*tuple[Any, ...]], update: JobUpdate, now: datetime) -> dict[str, Any]:
@@ -613,8 +931,9 @@ class SQLStore(JobStore):
 
     async def get_job(self, job_id: str) -> FaxJob:
         """Return one job. Raises ``JobNotFound``."""
-        async with self._transaction(f"read job {job_id}", write=False) as conn:
-            row = (await conn.execute(_JOB_SELECT.where(jobs.c.job_id == job_id))).one_or_none()
+        row = await self._run(
+            f"read job {job_id}", lambda conn: conn.execute(_JOB_BY_ID, {"job_id": job_id}).one_or_none(), write=False
+        )
         if row is None:
             raise JobNotFound(f"No job with id {job_id!r} exists.")
         return _to_job(row)
@@ -624,20 +943,20 @@ class SQLStore(JobStore):
         query = _JOB_SELECT.order_by(jobs.c.created_at.desc(), jobs.c.job_id.desc()).limit(max(limit, 0))
         if states is not None:
             query = query.where(jobs.c.state.in_([JobState(state).value for state in states]))
-        async with self._transaction("list jobs", write=False) as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._run("list jobs", lambda conn: conn.execute(query).all(), write=False)
         return [_to_job(row) for row in rows]
 
     async def next_due_at(self) -> datetime | None:
         """Return the earliest ``next_attempt_at`` of a job with work left (ignoring leases), or ``None``."""
-        query = sa.select(sa.func.min(jobs.c.next_attempt_at)).where(jobs.c.pending == sa.true())
-        async with self._transaction("find the next due job", write=False) as conn:
-            due: datetime | None = (await conn.execute(query)).scalar_one()
+        due: datetime | None = await self._run(
+            "find the next due job", lambda conn: conn.execute(_NEXT_DUE).scalar_one(), write=False
+        )
         return due
 
     async def cleanup(self, *, dedupe_window: timedelta) -> int:
         """Delete dedupe keys claimed longer than ``dedupe_window`` ago; return how many were deleted."""
         cutoff = self._now() - dedupe_window
-        async with self._transaction("delete expired dedupe keys", write=True) as conn:
-            result = await conn.execute(sa.delete(dedupe_keys).where(dedupe_keys.c.created_at < cutoff))
-        return int(result.rowcount)
+        statement = sa.delete(dedupe_keys).where(dedupe_keys.c.created_at < cutoff)
+        return await self._run(
+            "delete expired dedupe keys", lambda conn: int(conn.execute(statement).rowcount), write=True
+        )

@@ -227,7 +227,7 @@ def test_example_config_loads(clean_environment: pytest.MonkeyPatch) -> None:
     assert settings.mail.maildir is None
     assert settings.providers["local"]["type"] == "local"
     assert [account.provider for account in settings.accounts] == ["local"]
-    assert settings.store_url == "sqlite+aiosqlite:////var/lib/faxbridge/faxbridge.db"
+    assert settings.store_url == "sqlite:////var/lib/faxbridge/faxbridge.db"
 
 
 def test_example_config_holds_no_secrets(clean_environment: pytest.MonkeyPatch) -> None:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import sys
 import textwrap
+import threading
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import event
 
 from bridge.errors import ConfigError, JobNotFound, LeaseLost, StoreUnavailable
 from bridge.models import (
@@ -23,7 +27,7 @@ from bridge.models import (
 from bridge.stores import open_store, schema
 from bridge.stores.sql import SQLStore
 
-from .conftest import DEDUPE_WINDOW, FakeClock, StoreFactory
+from .conftest import DEDUPE_WINDOW, FakeClock, StoreFactory, run_sql, sqlite_write_lock, store_threads
 
 REPO = Path(__file__).resolve().parents[2]
 HOUR = timedelta(hours=1)
@@ -86,8 +90,9 @@ async def move(store: SQLStore, worker: str, job_id: str, *states: JobState) -> 
 
 
 async def count_rows(store: SQLStore, table: sa.Table) -> int:
-    async with store.engine.connect() as conn:
-        return int((await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one())
+    return await run_sql(
+        store, lambda conn: int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+    )
 
 
 # -- schema and start-up ---------------------------------------------------------------------------------
@@ -99,27 +104,34 @@ async def test_start_creates_schema_once_and_a_second_instance_reuses_it(
     await accept(store, "m1", "j1")
     second = await make_store()
     assert (await second.get_job("j1")).message_id == "m1"
-    async with store.engine.connect() as conn:
-        versions = (await conn.execute(sa.select(schema.schema_version.c.version))).scalars().all()
+    versions = await run_sql(
+        store, lambda conn: conn.execute(sa.select(schema.schema_version.c.version)).scalars().all()
+    )
     assert versions == [schema.SCHEMA_VERSION]
 
 
 async def test_start_refuses_a_database_from_a_newer_faxbridge(store: SQLStore, make_store: StoreFactory) -> None:
-    async with store.engine.begin() as conn:
-        await conn.execute(sa.update(schema.schema_version).values(version=schema.SCHEMA_VERSION + 1))
+    await run_sql(
+        store, lambda conn: conn.execute(sa.update(schema.schema_version).values(version=schema.SCHEMA_VERSION + 1))
+    )
     with pytest.raises(ConfigError, match="schema version"):
         await make_store()
 
 
 async def test_sqlite_connections_use_wal_and_full_sync(tmp_path: Path) -> None:
-    store = SQLStore(f"sqlite+aiosqlite:///{tmp_path / 'faxbridge.db'}", dedupe_window=DEDUPE_WINDOW)
+    store = SQLStore(f"sqlite:///{tmp_path / 'faxbridge.db'}", dedupe_window=DEDUPE_WINDOW)
+
+    def pragmas() -> list[Any]:
+        # A connection of the store's own pool, set up by the store's connect event.
+        with store.engine.connect() as conn:
+            return [
+                conn.exec_driver_sql(f"PRAGMA {name}").scalar_one()
+                for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+            ]
+
     try:
         await store.start()
-        async with store.engine.connect() as conn:
-            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar_one() == "wal"
-            assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar_one() == 2  # FULL
-            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar_one() == 1
-            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar_one() == 30_000
+        assert await asyncio.to_thread(pragmas) == ["wal", 2, 1, 30_000]  # synchronous 2 is FULL
     finally:
         await store.close()
 
@@ -560,6 +572,133 @@ async def test_cleanup_deletes_keys_older_than_the_window(store: SQLStore, clock
     assert (await store.get_job("j1")).message_id == "m1"  # jobs are not touched
 
 
+# -- how transactions run -------------------------------------------------------------------------------
+
+
+def first_words(statement: str) -> str:
+    """``BEGIN IMMEDIATE`` or ``BEGIN`` for a BEGIN, else the statement's keyword (``SELECT``, ``UPDATE``…)."""
+    words = statement.split()
+    return " ".join(words[:2]) if words[0].upper() == "BEGIN" and len(words) > 1 else words[0].upper()
+
+
+async def test_each_transaction_sends_few_statements(store: SQLStore) -> None:
+    sent: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        sent.append(first_words(statement))
+
+    sqlite = store.engine.dialect.name == "sqlite"
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        await accept(store, "m1", "j1")
+        # The dedupe keys come back from INSERT … RETURNING: no SELECT when none was taken before.
+        assert sent == ["BEGIN IMMEDIATE", "INSERT", "INSERT", "INSERT"] if sqlite else ["INSERT"] * 3
+        sent.clear()
+        await lease_one(store, "w1", "j1")
+        sent.clear()
+        await store.update_job("w1", "j1", JobUpdate(state=JobState.READY), HOUR)
+        # The row with its message's fields, then UPDATE … RETURNING; no SELECT afterwards.
+        assert sent == ["BEGIN IMMEDIATE", "SELECT", "UPDATE"] if sqlite else ["SELECT", "UPDATE"]
+        sent.clear()
+        assert await store.acquire_jobs("w2", HOUR, 10) == []
+        # Nothing due: one look, in a read transaction on SQLite (no write lock), and no write anywhere.
+        assert sent == ["BEGIN", "SELECT"] if sqlite else ["SELECT"]
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+
+
+async def test_close_ends_the_threads_and_refuses_later_calls(store: SQLStore) -> None:
+    await accept(store, "m1", "j1")
+    assert await store.get_message("m1") == RAW
+    await store.close()
+    assert not store_threads()
+    with pytest.raises(StoreUnavailable, match="could not read job j1: it is closed"):
+        await store.get_job("j1")
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.accept_messages([message("m2", new_job("j2"))])
+    await store.close()  # a second close is harmless
+
+
+async def test_sqlite_runs_every_statement_on_its_threads_over_connections_opened_once(
+    sqlite_store: SQLStore,
+) -> None:
+    store = sqlite_store
+    opened: list[str] = []
+    ran_on: set[str] = set()
+    event.listen(store.engine, "connect", lambda *_: opened.append(threading.current_thread().name))
+    event.listen(store.engine, "before_cursor_execute", lambda *_: ran_on.add(threading.current_thread().name))
+    await store.accept_messages([message(f"m{i}", new_job(f"j{i}")) for i in range(40)])
+    assert len(await store.acquire_jobs("w1", HOUR, 40)) == 40
+    for _ in range(3):
+        await asyncio.gather(
+            *(store.get_message(f"m{i}") for i in range(40)),
+            *(store.update_job("w1", f"j{i}", JobUpdate(attempts=1), HOUR) for i in range(40)),
+            store.next_due_at(),
+        )
+    threads = {thread.name for thread in store_threads()}
+    assert ran_on <= threads, "sqlite3 was called outside the store's threads"
+    # The pool keeps the connections open: at most one was opened per thread, however many transactions ran.
+    assert len(opened) <= len(threads)
+
+
+async def test_sqlite_a_poll_with_nothing_due_neither_takes_nor_waits_for_the_write_lock(
+    sqlite_store: SQLStore,
+) -> None:
+    store = sqlite_store
+    await accept(store, "m1", "j1")
+    await lease_one(store, "w1", "j1")
+    with sqlite_write_lock(store):
+        # Another process writes (for up to busy_timeout = 30 s); polls and reads go on beside it.
+        assert await asyncio.wait_for(store.acquire_jobs("w2", HOUR, 10), 5) == []
+        assert (await asyncio.wait_for(store.get_job("j1"), 5)).job_id == "j1"
+
+
+async def test_sqlite_the_intake_goes_ahead_of_queued_worker_writes(sqlite_store: SQLStore) -> None:
+    store = sqlite_store
+    await store.accept_messages([message(f"m{i}", new_job(f"j{i}")) for i in range(3)])
+    assert len(await store.acquire_jobs("w1", HOUR, 10)) == 3
+    finished: list[str] = []
+
+    async def track(name: str, call: Awaitable[object]) -> None:
+        await call
+        finished.append(name)
+
+    with sqlite_write_lock(store):
+        updates = [
+            asyncio.create_task(track(f"j{i}", store.update_job("w1", f"j{i}", JobUpdate(attempts=1), HOUR)))
+            for i in range(3)
+        ]
+        intake = asyncio.create_task(track("accept", store.accept_messages([message("m9", new_job("j9"))])))
+        await asyncio.sleep(0.2)  # every call is queued; the writer waits for the lock with the first it took
+        assert finished == []
+    await asyncio.gather(*updates, intake)
+    # At most the one update the writer had already started finishes before the accept; the worker's
+    # writes keep their order among themselves.
+    assert finished.index("accept") <= 1
+    assert [name for name in finished if name != "accept"] == ["j0", "j1", "j2"]
+
+
+async def test_sqlite_a_call_cancelled_before_its_transaction_started_writes_nothing(
+    sqlite_store: SQLStore,
+) -> None:
+    store = sqlite_store
+    await accept(store, "m1", "j1")
+    await lease_one(store, "w1", "j1")
+    with sqlite_write_lock(store):
+        running = asyncio.create_task(store.update_job("w1", "j1", JobUpdate(attempts=1), HOUR))
+        await asyncio.sleep(0.2)  # the writer has started the update and waits for the lock
+        queued = asyncio.create_task(store.accept_messages([message("m2", new_job("j2"))]))
+        await asyncio.sleep(0.05)
+        queued.cancel()
+    assert (await running).attempts == 1
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    await store.cleanup(dedupe_window=DEDUPE_WINDOW)  # queued behind anything the writer still had
+    with pytest.raises(JobNotFound):
+        await store.get_message("m2")
+    assert await count_rows(store, schema.dedupe_keys) == 1
+
+
 # -- failures --------------------------------------------------------------------------------------------
 
 
@@ -574,7 +713,7 @@ async def test_cleanup_deletes_keys_older_than_the_window(store: SQLStore, clock
 async def test_sqlite_where_no_database_can_be(tmp_path: Path, place: str, complaint: str) -> None:
     (tmp_path / "file").write_text("")
     (tmp_path / "directory").mkdir()
-    store = SQLStore(f"sqlite+aiosqlite:///{tmp_path / place}", dedupe_window=DEDUPE_WINDOW)
+    store = SQLStore(f"sqlite:///{tmp_path / place}", dedupe_window=DEDUPE_WINDOW)
     try:
         with pytest.raises(StoreUnavailable, match=complaint):
             await store.start()
@@ -583,8 +722,7 @@ async def test_sqlite_where_no_database_can_be(tmp_path: Path, place: str, compl
 
 
 async def test_database_errors_become_store_unavailable(store: SQLStore) -> None:
-    async with store.engine.begin() as conn:
-        await conn.execute(sa.text("DROP TABLE dedupe_keys"))
+    await run_sql(store, lambda conn: conn.execute(sa.text("DROP TABLE dedupe_keys")))
     with pytest.raises(StoreUnavailable, match="could not store 1 accepted message") as raised:
         await store.accept_messages([message("m1", new_job("j1"))])
     assert isinstance(raised.value.__cause__, sa.exc.DBAPIError)
@@ -612,15 +750,16 @@ async def test_postgres_on_a_closed_port_is_unavailable_and_hides_the_password()
 @pytest.mark.parametrize(
     ("url", "driver"),
     [
-        ("sqlite:////var/lib/faxbridge/faxbridge.db", "sqlite+aiosqlite"),
-        ("sqlite+pysqlite:///faxbridge.db", "sqlite+aiosqlite"),
-        ("sqlite+aiosqlite:///faxbridge.db", "sqlite+aiosqlite"),
+        ("sqlite:////var/lib/faxbridge/faxbridge.db", "sqlite+pysqlite"),
+        ("sqlite+pysqlite:///faxbridge.db", "sqlite+pysqlite"),
+        ("sqlite+aiosqlite:///faxbridge.db", "sqlite+pysqlite"),  # earlier configurations say this
         ("postgresql://fb@db.example/faxbridge", "postgresql+asyncpg"),
         ("postgres://fb@db.example/faxbridge", "postgresql+asyncpg"),
+        ("postgresql+psycopg2://fb@db.example/faxbridge", "postgresql+asyncpg"),
         ("postgresql+asyncpg://fb@db.example/faxbridge", "postgresql+asyncpg"),
     ],
 )
-async def test_open_store_maps_urls_to_the_async_drivers(url: str, driver: str) -> None:
+async def test_open_store_maps_urls_to_the_drivers_it_runs_on(url: str, driver: str) -> None:
     store = open_store(url, dedupe_window=DEDUPE_WINDOW)
     try:
         assert isinstance(store, SQLStore)
@@ -634,6 +773,7 @@ async def test_open_store_maps_urls_to_the_async_drivers(url: str, driver: str) 
     [
         "mysql://fb:pw@db.example/faxbridge",
         "postgresql+psycopg://fb:pw@db.example/faxbridge",
+        "sqlite+pysqlcipher://:pw@/faxbridge.db",
         "sqlite://",
         "sqlite:///:memory:",
         "not a url",
