@@ -79,7 +79,8 @@ class WorkerSettings(_Section):
     concurrency: int = Field(default=8, ge=1)
     lease_seconds: float = Field(default=120.0, ge=5)
     """How long a worker owns a job before another instance may take it over; renewed at every step, so it
-    must only be longer than the longest single step. After a crash, unfinished jobs resume when it runs out."""
+    must only be longer than the longest single step. Jobs of a crashed instance on another host resume when it
+    runs out; a bridge restarted on the same host takes its predecessor's jobs back at once."""
     poll_seconds: float = Field(default=5.0, gt=0)
     """How often to look for jobs that no local event announced (retries, other instances, expired leases)."""
     status_poll_seconds: float = Field(default=30.0, gt=0)

@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from bridge.converters import ConversionResult, convert_message
@@ -75,9 +76,40 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _pid_namespace() -> str:
+    # Two containers can share a host name and a PID; the PID namespace tells them apart.
+    try:
+        return str(Path("/proc/self/ns/pid").readlink()).removeprefix("pid:[").removesuffix("]")
+    except OSError:
+        return "-"
+
+
 def default_worker_id() -> str:
-    """Host and process: enough to tell in the database which instance holds a lease."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid-namespace:pid``: which process holds a lease, precisely enough to tell whether it is gone."""
+    return f"{socket.gethostname()}:{_pid_namespace()}:{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_gone(holder: str, me: str) -> bool:
+    """Whether the worker ``holder`` was a process on this host, in this PID namespace, that no longer exists.
+
+    Anything else (another host, another namespace, a PID in use, an id of another form) counts as alive:
+    its leases then run out by themselves, which is slower but never lets two workers hold one job.
+    """
+    host, ns, pid = [*holder.rsplit(":", 2), "", "", ""][:3]
+    my_host, my_ns, my_pid = me.rsplit(":", 2)
+    if host != my_host or ns != my_ns or ns == "-" or not pid.isdigit() or pid == my_pid:
+        return False
+    return not _process_alive(int(pid))
 
 
 @dataclass
@@ -138,9 +170,27 @@ class Worker:
 
     # -- running ---------------------------------------------------------------------------------------
 
+    async def take_over_from_the_dead(self) -> int:
+        """End the leases of earlier bridge processes on this host that died; return how many jobs came back.
+
+        Without this, a bridge restarted after a crash would wait up to ``worker.lease_seconds`` before it
+        resumed the jobs its predecessor held.
+        """
+        taken = 0
+        try:
+            for holder in await self._store.lease_holders():
+                if is_gone(holder, self.worker_id):
+                    count = await self._store.expire_leases(holder)
+                    taken += count
+                    log.warning("took back %d job(s) from %s, an earlier faxbridge process that is gone", count, holder)
+        except StoreError as exc:
+            log.error("cannot look for the jobs of dead processes (%s); their leases will run out", exc)
+        return taken
+
     async def run(self) -> None:
         """Claim and process due jobs until ``stop`` is called."""
         worker = self._settings.worker
+        await self.take_over_from_the_dead()
         while not self._stopping:
             self._wake.clear()
             free = worker.concurrency - len(self._tasks)

@@ -72,5 +72,17 @@ class JobStore(ABC):
         """Return when the next job becomes due (ignoring leases), or ``None`` when nothing is pending."""
 
     @abstractmethod
+    async def lease_holders(self) -> set[str]:
+        """Return the workers that hold at least one unexpired lease."""
+
+    @abstractmethod
+    async def expire_leases(self, worker_id: str) -> int:
+        """End every lease ``worker_id`` holds now, so that other workers may take its jobs; return how many.
+
+        Only for a worker known to be dead: its jobs come back as they were (a job in ``SUBMITTING`` comes back
+        ``interrupted``).
+        """
+
+    @abstractmethod
     async def cleanup(self, *, dedupe_window: timedelta) -> int:
         """Delete dedupe keys older than the window; return how many rows went."""

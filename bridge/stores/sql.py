@@ -953,6 +953,31 @@ class SQLStore(JobStore):
         )
         return due
 
+    async def lease_holders(self) -> set[str]:
+        """Return the workers that hold at least one unexpired lease."""
+        query = (
+            sa.select(jobs.c.lease_holder)
+            .where(jobs.c.lease_holder.is_not(None), jobs.c.lease_expires_at > sa.bindparam("now"))
+            .distinct()
+        )
+        now = self._now()
+        rows = await self._run(
+            "list lease holders", lambda conn: conn.execute(query, {"now": now}).scalars().all(), write=False
+        )
+        return {str(row) for row in rows}
+
+    async def expire_leases(self, worker_id: str) -> int:
+        """End every lease ``worker_id`` holds now; the holder stays recorded, so the jobs read as interrupted."""
+        now = self._now()
+        statement = (
+            sa.update(jobs)
+            .where(jobs.c.lease_holder == worker_id, jobs.c.lease_expires_at > now)
+            .values(lease_expires_at=now, updated_at=now)
+        )
+        return await self._run(
+            f"end the leases of {worker_id}", lambda conn: int(conn.execute(statement).rowcount), write=True
+        )
+
     async def cleanup(self, *, dedupe_window: timedelta) -> int:
         """Delete dedupe keys claimed longer than ``dedupe_window`` ago; return how many were deleted."""
         cutoff = self._now() - dedupe_window

@@ -6,7 +6,9 @@ scripted way), never by patching the worker.
 
 from __future__ import annotations
 
+import asyncio
 import mailbox
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +26,7 @@ from bridge.providers.local import LocalProvider, LocalSettings
 from bridge.routing import Router
 from bridge.settings import Settings
 from bridge.stores.sql import SQLStore
-from bridge.worker import Worker
+from bridge.worker import Worker, default_worker_id
 from tests.integration.smtp_client import make_message
 
 
@@ -266,3 +268,27 @@ async def test_an_unexpected_error_sets_the_job_aside_and_tells_the_sender(
     assert "uncertain" in subject
     # Set aside for good: another round does nothing.
     assert await worker.run_until_idle() == 0
+
+
+async def test_jobs_of_a_dead_process_on_this_host_are_taken_back_at_once(
+    settings: Settings, store: SQLStore, clock: Clock
+) -> None:
+    # A process that has certainly ended, on this host and in this PID namespace.
+    dead = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await dead.wait()
+    host, namespace, _ = default_worker_id().rsplit(":", 2)
+    ghost = f"{host}:{namespace}:{dead.pid}"
+    elsewhere = f"otherhost:{namespace}:{dead.pid}"
+    first = await accept(settings, store)
+    second = await accept(settings, store, to="+4940123456@fax.localhost")
+    [held_by_ghost] = await store.acquire_jobs(ghost, timedelta(minutes=5), 1)
+    [held_elsewhere] = await store.acquire_jobs(elsewhere, timedelta(minutes=5), 1)
+    worker, provider = make_worker(settings, store, clock)
+    worker.worker_id = default_worker_id()
+    assert await worker.take_over_from_the_dead() == 1
+    await worker.run_until_idle()
+    assert (await store.get_job(held_by_ghost.job.job_id)).state == JobState.DELIVERED
+    # A process on another host may be alive: its job waits for its lease to run out.
+    assert (await store.get_job(held_elsewhere.job.job_id)).state == JobState.RECEIVED
+    assert {first, second} == {held_by_ghost.job.job_id, held_elsewhere.job.job_id}
+    assert provider.sends == 1

@@ -369,6 +369,27 @@ async def test_an_expired_lease_passes_to_another_worker(store: SQLStore, clock:
     assert (await store.get_job("j1")).state == JobState.RECEIVED
 
 
+async def test_the_leases_of_a_dead_worker_can_be_ended_at_once(store: SQLStore) -> None:
+    for n in (1, 2, 3):
+        await accept(store, f"m{n}", f"j{n}")
+    await lease_one(store, "dead", "j1")
+    await lease_one(store, "dead", "j2")
+    await lease_one(store, "alive", "j3")
+    await store.update_job("dead", "j2", JobUpdate(state=JobState.READY), HOUR)
+    await store.update_job("dead", "j2", JobUpdate(state=JobState.SUBMITTING), HOUR)
+    assert await store.lease_holders() == {"dead", "alive"}
+    assert await store.acquire_jobs("heir", HOUR, 10) == []
+    assert await store.expire_leases("dead") == 2
+    assert await store.lease_holders() == {"alive"}
+    taken = {leased.job.job_id: leased for leased in await store.acquire_jobs("heir", HOUR, 10)}
+    assert set(taken) == {"j1", "j2"}
+    assert taken["j2"].interrupted
+    assert not taken["j1"].interrupted
+    assert await store.expire_leases("nobody") == 0
+    with pytest.raises(LeaseLost):
+        await store.release_job("dead", "j1")
+
+
 async def test_a_lease_that_ran_out_frees_the_job_at_once(store: SQLStore) -> None:
     await accept(store, "m1", "j1")
     [first] = await store.acquire_jobs("w1", EXPIRED, 10)
