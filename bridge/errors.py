@@ -15,7 +15,8 @@ The tree::
     │   │   └── ProviderUnavailable  also a ConnectionError: timeouts, resets, DNS
     │   ├── ProviderPermanentError   this fax will never go through as it is
     │   │   ├── AuthenticationFailed 401/403: the operator must fix a credential
-    │   │   └── InvalidNumber
+    │   │   ├── InvalidNumber
+    │   │   └── CapabilityMissing    asked for something the provider does not declare
     │   └── MalformedResponse        temporary; undecodable body
     ├── NotificationError            a notice could not be written; temporary if the relay said 4xx
     ├── StoreError
@@ -144,6 +145,10 @@ class AuthenticationFailed(ProviderPermanentError):
 
 class InvalidNumber(ProviderPermanentError):
     """The provider says the destination is not a valid fax number."""
+
+
+class CapabilityMissing(ProviderPermanentError):
+    """The caller asked a provider for something outside its declared capabilities: a bug in the caller."""
 
 
 class MalformedResponse(ProviderTemporaryError):

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from bridge.errors import CapabilityMissing
 from bridge.models import InboundRef, OutboundFax, SendReceipt, StatusReport
 
 
@@ -76,18 +77,18 @@ class FaxProvider(ABC):
 
     async def status(self, receipt: SendReceipt) -> StatusReport:
         """Return the provider's word on a sent fax. Only called with ``STATUS_POLL``."""
-        raise NotImplementedError(f"provider {self.name!r} does not report status")
+        raise CapabilityMissing(f"provider {self.name!r} does not report status", provider=self.name)
 
     async def find_submission(self, fax: OutboundFax) -> SendReceipt | None:
         """After an interrupted send: the receipt if the provider has the fax, ``None`` if it certainly has not.
 
         Raises ``SubmissionUnknown`` when the provider cannot tell. Only called with ``CLIENT_REFERENCE``.
         """
-        raise NotImplementedError(f"provider {self.name!r} cannot look up submissions")
+        raise CapabilityMissing(f"provider {self.name!r} cannot look up submissions", provider=self.name)
 
     async def poll_incoming(self) -> list[InboundRef]:
         """List faxes received for us. Only called with ``INBOUND_POLL``."""
-        raise NotImplementedError(f"provider {self.name!r} has no inbound side")
+        raise CapabilityMissing(f"provider {self.name!r} has no inbound side", provider=self.name)
 
     async def aclose(self) -> None:  # noqa: B027 - most adapters hold nothing to close
         """Release connections and files."""
