@@ -46,9 +46,17 @@ def maildir_messages(tmp_path: Path) -> list[bytes]:
 
 
 async def test_process_started_like_make_run(tmp_path: Path) -> None:
+    inbox = tmp_path / "var" / "inbox"
+    inbox.mkdir(parents=True)
+    (inbox / "early.pdf").write_bytes(b"%PDF-1.4\n")
+    (inbox / "early.json").write_text(json.dumps({"caller": "+31201234567", "called": "+4930123456"}))
     process = BridgeProcess(write_config(tmp_path))
     port = await process.start()
     try:
+        await process.wait_for_line(r"incoming fax at local: early\.pdf from \+31201234567 to \+4930123456")
+        (inbox / "later.tif").write_bytes(b"II*\x00")
+        # The inbox is looked at every 5 seconds.
+        await process.wait_for_line(r"incoming fax at local: later\.tif from unknown caller", timeout=30)
         message = make_message(subject="Process test")
         result = await atransact(port, "demo@example.com", [FAX], message.as_bytes())
         assert result.data_code == 250
