@@ -6,6 +6,8 @@ The tree::
     ├── MessageRejected              permanent; refused at SMTP time or reported by email
     │   ├── RecipientRejected        550 5.1.1 (bad or disallowed number, at RCPT)
     │   ├── SenderNotAuthorized      550 5.7.1 (never says which check failed)
+    │   ├── AutomaticMessage         550 5.7.1 (auto-submitted, bulk or our own: RFC 3834 loop protection)
+    │   ├── BareLineEnding           550 5.5.2 (a bare LF or CR in DATA: the smuggling defence)
     │   ├── UnsupportedContent       554 5.6.1 (nothing convertible)
     │   └── TooLarge                 552 5.3.4 (bytes or pages over the limit)
     ├── ConversionError              permanent; a document could not be turned into fax pages
@@ -75,6 +77,18 @@ class SenderNotAuthorized(MessageRejected):
     """No account admits this sender. The reply never says which check failed."""
 
     smtp_reply: ClassVar[str] = "550 5.7.1 Delivery not authorized"
+
+
+class AutomaticMessage(MessageRejected):
+    """An automatic reply, a bulk mail or one of our own notices: never faxed and never answered (RFC 3834)."""
+
+    smtp_reply: ClassVar[str] = "550 5.7.1 Delivery not authorized: automatic and bulk mail is not faxed"
+
+
+class BareLineEnding(MessageRejected):
+    """A line in DATA ended in a bare LF or CR, which mail servers disagree about (SMTP smuggling)."""
+
+    smtp_reply: ClassVar[str] = "550 5.5.2 bare <LF> or <CR> received: lines must end with <CR><LF>"
 
 
 class UnsupportedContent(MessageRejected):

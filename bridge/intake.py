@@ -22,7 +22,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
-from bridge.errors import StoreError, StoreUnavailable
+from bridge.errors import AutomaticMessage, StoreError, StoreUnavailable
 from bridge.ids import new_id
 from bridge.models import AcceptRequest, AcceptResult, EnvelopeInfo, NewJob
 from bridge.routing import Recipient, Router
@@ -69,6 +69,31 @@ def dedupe_key(sender: str, message_id: str | None, digest: str, number: str) ->
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+_BULK_PRECEDENCE = frozenset({"bulk", "junk", "auto_reply"})
+
+
+def refuse_automatic(headers: Message, mail_from: str, own_address: str | None) -> None:
+    """Raise ``AutomaticMessage`` for mail that must never be faxed nor answered (RFC 3834 §2).
+
+    That is a bounce (empty envelope sender), any ``Auto-Submitted`` other than ``no``, ``Precedence`` bulk,
+    junk or auto_reply, and a message carrying our own ``X-Loop`` (one of our notices coming back).
+    """
+    if not mail_from.strip():
+        raise AutomaticMessage("a bounce (empty envelope sender)")
+    for value in headers.get_all("Auto-Submitted", []):
+        keyword = str(value).split(";", 1)[0].strip().lower()
+        if keyword and keyword != "no":
+            raise AutomaticMessage(f"Auto-Submitted: {keyword}")
+    for value in headers.get_all("Precedence", []):
+        if str(value).strip().lower() in _BULK_PRECEDENCE:
+            raise AutomaticMessage(f"Precedence: {str(value).strip()}")
+    if own_address:
+        own = own_address.strip().lower()
+        for value in headers.get_all("X-Loop", []):
+            if own in str(value).lower():
+                raise AutomaticMessage(f"X-Loop: {own} (one of our own mails)")
+
+
 def build_request(
     router: Router,
     account: AccountSettings,
@@ -77,12 +102,16 @@ def build_request(
     mail_from: str,
     recipients: Sequence[Recipient],
     client_address: str | None,
+    own_address: str | None = None,
 ) -> AcceptRequest:
     """Check the message's own headers and make one job per distinct number.
 
-    Raises ``SenderNotAuthorized`` when ``From:`` does not belong to ``account``.
+    Raises ``AutomaticMessage`` for mail that must not be faxed (see ``refuse_automatic``; ``own_address`` is
+    the address our notices come from), and ``SenderNotAuthorized`` when ``From:`` does not belong to
+    ``account``.
     """
     headers = _HEADER_PARSER.parsebytes(header_block(raw))
+    refuse_automatic(headers, mail_from, own_address)
     router.check_from_header(account, [str(v) for v in headers.get_all("From", [])])
     message_id = _header(headers, "Message-ID") or None
     digest = body_digest(raw)

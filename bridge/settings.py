@@ -13,12 +13,14 @@ is built (see ``bridge.providers``), so that adding a provider changes nothing h
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import phonenumbers
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -121,8 +123,44 @@ class MailSettings(_Section):
         return self
 
 
+# Number types refused unless an account lists them in ``allowed_number_types``: the ranges that cost the caller
+# far more than a call, or pay part of it to whoever holds the number (toll fraud, reliability.md §3). VOIP is
+# among them although some fax lines are VoIP numbers: a fail-safe default an account can lift, not a guess
+# that a VoIP range is harmless.
+DEFAULT_DENIED_NUMBER_TYPES = ("PREMIUM_RATE", "SHARED_COST", "UAN", "PERSONAL_NUMBER", "PAGER", "VOIP")
+
+
+def _region(value: str) -> str:
+    region = value.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"{value!r} is not an ISO 3166 region phonenumbers knows, such as DE or NL")
+    return region
+
+
+def _e164_prefix(value: str) -> str:
+    # Digits only: a prefix with separators or a national 0 would silently never match an E.164 number.
+    prefix = value.strip()
+    if not re.fullmatch(r"\+[1-9][0-9]{0,14}", prefix):
+        raise ValueError(f"{value!r} is not an E.164 prefix: write + and the digits, such as +4930 or +1900")
+    return prefix
+
+
+def _deniable_type(value: str) -> str:
+    name = value.strip().upper()
+    if name not in DEFAULT_DENIED_NUMBER_TYPES:
+        raise ValueError(
+            f"{value!r} is not a number type that is denied by default ({', '.join(DEFAULT_DENIED_NUMBER_TYPES)})"
+        )
+    return name
+
+
+Region = Annotated[str, AfterValidator(_region)]
+E164Prefix = Annotated[str, AfterValidator(_e164_prefix)]
+DeniableNumberType = Annotated[str, AfterValidator(_deniable_type)]
+
+
 class AccountSettings(_Section):
-    """Who may fax, through which provider."""
+    """Who may fax, through which provider, and to which destinations."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     provider: str
@@ -134,13 +172,25 @@ class AccountSettings(_Section):
     """Addresses that get a copy of every notice."""
     paper: Literal["a4", "letter"] = "a4"
 
+    # Destination policy (toll fraud). The rules run in this order and the first that decides wins:
+    # denied_prefixes, allowed_prefixes, allowed_countries, number types; a number none refuses is admitted.
+    allowed_countries: list[Region] = Field(default_factory=list)
+    """ISO 3166 regions this account may fax to. Empty: every country (the other rules still apply). Numbers
+    of no country (``+800``, satellite ``+881``, international networks ``+882``/``+883``…) are refused
+    either way unless an allowed prefix admits them."""
+    allowed_prefixes: list[E164Prefix] = Field(default_factory=list)
+    """E.164 prefixes (``+4930``) admitted even when their country or number type would be refused. An
+    exception, not a restriction: numbers outside them are judged by the other rules."""
+    denied_prefixes: list[E164Prefix] = Field(default_factory=list)
+    """E.164 prefixes (``+1900``) always refused, whatever else would admit them."""
+    allowed_number_types: list[DeniableNumberType] = Field(default_factory=list)
+    """Number types denied by default that this account may fax to anyway: ``PREMIUM_RATE``,
+    ``SHARED_COST``, ``UAN``, ``PERSONAL_NUMBER``, ``PAGER``, ``VOIP``."""
+
     @field_validator("country")
     @classmethod
     def _known_region(cls, value: str) -> str:
-        region = value.upper()
-        if region not in phonenumbers.SUPPORTED_REGIONS:
-            raise ValueError(f"{value!r} is not an ISO 3166 region phonenumbers knows, such as DE or NL")
-        return region
+        return _region(value)
 
     @field_validator("allowed_senders", "notify_extra")
     @classmethod

@@ -7,6 +7,9 @@ never has to send mail to a sender it refused (no backscatter):
 * a sender no account admits: ``550 5.7.1``, at RCPT; a ``From:`` that is not the same account's: at DATA;
 * a local part that is not a valid number: ``550 5.1.1``;
 * too many recipients: ``452 4.5.3``; too big: ``552 5.3.4``;
+* a bare LF or CR in DATA: ``550 5.5.2`` (see ``check_line_endings``);
+* automatic mail (bounces, ``Auto-Submitted``, bulk ``Precedence``, our own ``X-Loop``): ``550 5.7.1``, and
+  it is never answered (RFC 3834);
 * the store could not commit: ``451 4.3.0``, so the client keeps the message and tries again.
 """
 
@@ -19,7 +22,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from bridge.errors import BridgeError, MessageRejected, StoreError
+from bridge.errors import BareLineEnding, BridgeError, MessageRejected, RecipientRejected, StoreError
 from bridge.intake import Intake, build_request
 from bridge.routing import Recipient, Router
 from bridge.settings import Settings
@@ -110,9 +113,13 @@ class FaxHandler:
             return NOT_AUTHORIZED
         try:
             recipient = self._router.recipient(address, account)
-        except MessageRejected as exc:
+        except RecipientRejected as exc:
             log.info("refused recipient %r from %s: %s", address, peer, exc)
             return BAD_NUMBER
+        except MessageRejected as exc:
+            # A valid number this account may not dial: an authorization refusal, worded by the rule.
+            log.info("refused recipient %r from %s for account %s: %s", address, peer, account.name, exc)
+            return exc.smtp_reply
         known: list[Recipient] = _recipients(envelope)
         if any(r.number == recipient.number for r in known):
             # The same number twice in one envelope is one fax.
@@ -133,6 +140,7 @@ class FaxHandler:
         if account is None or raw is None:
             return NOT_AUTHORIZED
         try:
+            check_line_endings(raw)
             request = build_request(
                 self._router,
                 account,
@@ -140,6 +148,7 @@ class FaxHandler:
                 mail_from=envelope.mail_from or "",
                 recipients=_recipients(envelope),
                 client_address=_peer(session),
+                own_address=self._settings.mail.from_address,
             )
         except MessageRejected as exc:
             log.info("refused message from %s (%s): %s", envelope.mail_from, _peer(session), exc)
@@ -176,6 +185,21 @@ class FaxHandler:
     async def drained(self) -> None:
         """Wait until no message is between its final dot and its reply."""
         await self._idle.wait()
+
+
+def check_line_endings(raw: bytes) -> None:
+    """Refuse a message with a bare LF or CR: ``BareLineEnding``.
+
+    aiosmtpd ends DATA only at CRLF.CRLF, but servers downstream may also end it at LF.LF or CR.CR, which
+    lets a second, smuggled message ride inside the first (CVE-2023-51764, CERT VU#302671). A bare LF also
+    lets a header line carry a second header past our checks. Such mail is refused rather than repaired:
+    repairing would change what the sender signed, and real mail software sends CRLF.
+    """
+    crlf = raw.count(b"\r\n")
+    if raw.count(b"\n") != crlf:
+        raise BareLineEnding("bare <LF> in DATA")
+    if raw.count(b"\r") != crlf:
+        raise BareLineEnding("bare <CR> in DATA")
 
 
 def _recipients(envelope: Envelope) -> list[Recipient]:

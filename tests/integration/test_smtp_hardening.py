@@ -1,0 +1,124 @@
+"""SMTP smuggling, bare line endings and mail loops, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.settings import Settings
+from tests.integration.smtp_client import atransact, make_message
+from tests.integration.test_spine import FAX, assert_nothing_happened
+
+PROBES = [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\r"]
+
+
+async def raw_session(port: int, data: bytes) -> list[bytes]:
+    """EHLO, MAIL, RCPT, DATA, then ``data`` as raw bytes, then QUIT; return every reply line after DATA's 354."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+
+        async def reply() -> bytes:
+            while True:
+                line = await asyncio.wait_for(reader.readline(), 30)
+                if line[3:4] != b"-":
+                    return line
+
+        assert (await reply()).startswith(b"220")
+        for command, code in (
+            (b"EHLO client.example", b"250"),
+            (b"MAIL FROM:<demo@example.com>", b"250"),
+            (b"RCPT TO:<+4930123456@fax.localhost>", b"250"),
+            (b"DATA", b"354"),
+        ):
+            writer.write(command + b"\r\n")
+            await writer.drain()
+            assert (await reply()).startswith(code)
+        writer.write(data + b"QUIT\r\n")
+        await writer.drain()
+        replies = []
+        while True:
+            line = await asyncio.wait_for(reader.readline(), 30)
+            if not line:
+                return replies
+            replies.append(line)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("probe", PROBES, ids=[p.decode().encode("unicode_escape").decode() for p in PROBES])
+async def test_smuggling_probes_never_make_a_second_message(running: Any, settings: Settings, probe: bytes) -> None:
+    smuggled = (
+        b"From: demo@example.com\r\nSubject: first\r\n\r\nthe first message"
+        + probe
+        + b"MAIL FROM:<demo@example.com>\r\n"
+        b"RCPT TO:<+4930999999@fax.localhost>\r\nDATA\r\nFrom: demo@example.com\r\nSubject: smuggled\r\n\r\n"
+        b"the smuggled message\r\n.\r\n"
+    )
+    replies = await raw_session(running.address[1], smuggled)
+    # One answer to the one DATA, then QUIT's: nothing of the smuggled transaction was taken as commands.
+    assert [line[:3] for line in replies] == [b"550", b"221"], replies
+    assert replies[0].startswith(b"550 5.5.2")
+    assert await running.store.list_jobs() == []
+    assert_nothing_happened(settings)
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r"], ids=["LF", "CR"])
+async def test_a_bare_line_ending_in_a_header_is_refused(running: Any, settings: Settings, ending: bytes) -> None:
+    data = b"From: demo@example.com\r\nSubject: a" + ending + b"X-Injected: b\r\n\r\nbody\r\n.\r\n"
+    replies = await raw_session(running.address[1], data)
+    assert replies[0].startswith(b"550 5.5.2"), replies
+    assert await running.store.list_jobs() == []
+
+
+async def test_crlf_mail_is_still_accepted(running: Any) -> None:
+    replies = await raw_session(running.address[1], b"From: demo@example.com\r\nSubject: fine\r\n\r\nbody\r\n.\r\n")
+    assert replies[0].startswith(b"250 2.0.0"), replies
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed (.ci/run installs it)")
+async def test_swaks_without_data_fixup(running: Any, tmp_path: Path) -> None:
+    probe = tmp_path / "probe.txt"
+    probe.write_bytes(b"From: demo@example.com\r\nSubject: probe\r\n\r\nfirst\n.\nsecond\r\n.\r\n")
+    command = [
+        "swaks", "-s", "127.0.0.1", "-p", str(running.address[1]), "-f", "demo@example.com",
+        "-t", "004930123456@fax.localhost", "--data", f"@{probe}", "--no-data-fixup",
+    ]  # fmt: skip
+    result = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
+    assert "<** 550 5.5.2" in result.stdout, result.stdout
+    assert await running.store.list_jobs() == []
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("Auto-Submitted", "auto-replied"),
+        ("Auto-Submitted", "auto-generated; type=dsn"),
+        ("Precedence", "bulk"),
+        ("Precedence", "junk"),
+        ("Precedence", "auto_reply"),
+        ("X-Loop", "faxbridge@fax.localhost"),
+    ],
+)
+async def test_automatic_mail_is_never_faxed_nor_answered(
+    running: Any, settings: Settings, header: str, value: str
+) -> None:
+    message = make_message()
+    message[header] = value
+    result = await atransact(running.address[1], "demo@example.com", [FAX], message.as_bytes())
+    assert result.data_code == 550
+    assert result.data_text.startswith("5.7.1")
+    assert await running.store.list_jobs() == []
+    assert_nothing_happened(settings)
+
+
+async def test_auto_submitted_no_is_a_person_writing(running: Any) -> None:
+    message = make_message()
+    message["Auto-Submitted"] = "no"
+    message["Precedence"] = "first-class"
+    result = await atransact(running.address[1], "demo@example.com", [FAX], message.as_bytes())
+    assert result.data_code == 250
