@@ -4,7 +4,8 @@ The tree::
 
     BridgeError                      anything a worker loop may catch
     ├── MessageRejected              permanent; refused at SMTP time or reported by email
-    │   ├── RecipientRejected        550 5.1.1 (bad or disallowed number, at RCPT)
+    │   ├── RecipientRejected        550 5.1.1 (not a valid fax number, at RCPT)
+    │   ├── DestinationDenied        550 5.7.1 (a valid number this account may not fax to, at RCPT)
     │   ├── SenderNotAuthorized      550 5.7.1 (never says which check failed)
     │   ├── AutomaticMessage         550 5.7.1 (auto-submitted, bulk or our own: RFC 3834 loop protection)
     │   ├── BareLineEnding           550 5.5.2 (a bare LF or CR in DATA: the smuggling defence)
@@ -71,6 +72,16 @@ class RecipientRejected(MessageRejected):
     """The recipient address is not a fax number we can dial."""
 
     smtp_reply: ClassVar[str] = "550 5.1.1 Bad destination mailbox address"
+
+
+class DestinationDenied(MessageRejected):
+    """The number is valid, but the account's destination policy refuses it (premium rate, a denied country…).
+
+    An authorization refusal, not a bad address, hence 5.7.1. The message names the rule for the log; the
+    client only learns that the destination is not allowed.
+    """
+
+    smtp_reply: ClassVar[str] = "550 5.7.1 Delivery not authorized: destination not allowed"
 
 
 class SenderNotAuthorized(MessageRejected):
