@@ -4,19 +4,23 @@ Numbers are parsed and validated by ``phonenumbers``; the only rules written her
 address itself: the local part may hold ASCII digits, one leading ``+`` and the separators people type
 (``-``, ``.``, spaces, parentheses). Anything else (Unicode digits, letters, ``%``, quotes, plus-tags) is
 refused, because a number that is only almost what the sender wrote must not be dialled.
+
+A valid number then meets the account's destination policy (toll fraud, reliability.md §3): an ordered list
+of small rules, ``DESTINATION_RULES``, each of which admits, refuses or has no opinion; the first opinion
+decides, and a number no rule refuses is admitted. A refusal is ``DestinationDenied`` (``550 5.7.1``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from email.utils import getaddresses
 
 import phonenumbers
 
-from bridge.errors import RecipientRejected, SenderNotAuthorized
-from bridge.settings import AccountSettings, Settings
+from bridge.errors import DestinationDenied, RecipientRejected, SenderNotAuthorized
+from bridge.settings import DEFAULT_DENIED_NUMBER_TYPES, AccountSettings, Settings
 
 _SEPARATORS = re.compile(r"[-. ()]")
 # Deliberately [0-9], not \d: str.isdigit() and \d accept Arabic-Indic and full-width digits.
@@ -45,6 +49,10 @@ def parse_number(local_part: str, region: str) -> str:
 
     Raises ``RecipientRejected`` when it is not a valid number.
     """
+    return phonenumbers.format_number(_parse(local_part, region), phonenumbers.PhoneNumberFormat.E164)
+
+
+def _parse(local_part: str, region: str) -> phonenumbers.PhoneNumber:
     compact = _SEPARATORS.sub("", local_part)
     if not _DIALLABLE.fullmatch(compact):
         raise RecipientRejected(f"{local_part!r} is not a fax number")
@@ -56,7 +64,7 @@ def parse_number(local_part: str, region: str) -> str:
         raise RecipientRejected(f"{local_part!r} is not a fax number: {exc}") from None
     if not phonenumbers.is_valid_number(parsed):
         raise RecipientRejected(f"{local_part!r} is not a valid number")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return parsed
 
 
 def format_number(e164: str) -> str:
@@ -66,6 +74,142 @@ def format_number(e164: str) -> str:
     except phonenumbers.NumberParseException:
         return e164
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+# Destination policy.
+
+_TYPE_NAMES: dict[int, str] = {
+    value: name for name, value in vars(phonenumbers.PhoneNumberType).items() if isinstance(value, int)
+}
+_TYPE_VALUES = {name: value for value, name in _TYPE_NAMES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """A valid number as the destination rules see it."""
+
+    number: str
+    """E.164, e.g. ``+499001234567``."""
+    region: str
+    """ISO 3166 region, or ``001`` for numbers of no country (``+800``, ``+881``…)."""
+    number_type: int
+    """A ``phonenumbers.PhoneNumberType`` value."""
+
+    @classmethod
+    def of(cls, parsed: phonenumbers.PhoneNumber) -> Destination:
+        """Describe a parsed, valid number."""
+        return cls(
+            number=phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164),
+            region=phonenumbers.region_code_for_number(parsed) or phonenumbers.UNKNOWN_REGION,
+            number_type=phonenumbers.number_type(parsed),
+        )
+
+    @property
+    def type_name(self) -> str:
+        """The number type's name, such as ``PREMIUM_RATE``."""
+        return _TYPE_NAMES.get(self.number_type, str(self.number_type))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A rule's opinion on a destination: admitted or refused, and why (for the log)."""
+
+    admitted: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationPolicy:
+    """One account's destination settings, prepared once for the rules."""
+
+    account: str
+    allowed_countries: frozenset[str]
+    allowed_prefixes: tuple[str, ...]
+    """Longest first, so that a refusal or admission names the most specific prefix."""
+    denied_prefixes: tuple[str, ...]
+    denied_types: frozenset[int]
+    source: AccountSettings | None = field(default=None, compare=False, repr=False)
+    """The settings this was built from; the router rebuilds the policy for any other object."""
+
+    @classmethod
+    def for_account(cls, account: AccountSettings) -> DestinationPolicy:
+        """Prepare ``account``'s policy."""
+        allowed_types = set(account.allowed_number_types)
+        return cls(
+            account=account.name,
+            allowed_countries=frozenset(account.allowed_countries),
+            allowed_prefixes=_longest_first(account.allowed_prefixes),
+            denied_prefixes=_longest_first(account.denied_prefixes),
+            denied_types=frozenset(
+                _TYPE_VALUES[name] for name in DEFAULT_DENIED_NUMBER_TYPES if name not in allowed_types
+            ),
+            source=account,
+        )
+
+    def check(self, destination: Destination) -> None:
+        """Run ``DESTINATION_RULES`` in order; raise ``DestinationDenied`` if the first opinion is a refusal."""
+        for rule in DESTINATION_RULES:
+            verdict = rule(self, destination)
+            if verdict is None:
+                continue
+            if verdict.admitted:
+                return
+            raise DestinationDenied(
+                f"{format_number(destination.number)} is not allowed for account {self.account}: {verdict.reason}"
+            )
+
+
+def _longest_first(prefixes: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(prefixes), key=lambda prefix: (-len(prefix), prefix)))
+
+
+def _matching(number: str, prefixes: tuple[str, ...]) -> str | None:
+    return next((prefix for prefix in prefixes if number.startswith(prefix)), None)
+
+
+DestinationRule = Callable[[DestinationPolicy, Destination], Verdict | None]
+
+
+def denied_prefix_rule(policy: DestinationPolicy, destination: Destination) -> Verdict | None:
+    """Refuse a number under one of ``denied_prefixes``. It runs first: nothing admits a denied prefix."""
+    prefix = _matching(destination.number, policy.denied_prefixes)
+    return None if prefix is None else Verdict(False, f"prefix {prefix} is in denied_prefixes")
+
+
+def allowed_prefix_rule(policy: DestinationPolicy, destination: Destination) -> Verdict | None:
+    """Admit a number under one of ``allowed_prefixes``: the administrator's explicit exception to the
+    country and number-type rules after it."""
+    prefix = _matching(destination.number, policy.allowed_prefixes)
+    return None if prefix is None else Verdict(True, f"prefix {prefix} is in allowed_prefixes")
+
+
+def country_rule(policy: DestinationPolicy, destination: Destination) -> Verdict | None:
+    """Refuse a number of no country, and, when ``allowed_countries`` is set, of any country not listed.
+
+    Numbers of no country (international freephone, satellite phones, international networks) are where
+    revenue share fraud lives and are not a place anyone's fax machine is; an allowed prefix can admit them.
+    """
+    if destination.region not in phonenumbers.SUPPORTED_REGIONS:
+        return Verdict(False, "the number belongs to no country (allow it with allowed_prefixes)")
+    if policy.allowed_countries and destination.region not in policy.allowed_countries:
+        return Verdict(False, f"country {destination.region} is not in allowed_countries")
+    return None
+
+
+def number_type_rule(policy: DestinationPolicy, destination: Destination) -> Verdict | None:
+    """Refuse the number types denied by default (premium rate, shared cost…) that the account did not allow."""
+    if destination.number_type in policy.denied_types:
+        return Verdict(False, f"number type {destination.type_name} is denied (allow it with allowed_number_types)")
+    return None
+
+
+DESTINATION_RULES: tuple[DestinationRule, ...] = (
+    denied_prefix_rule,
+    allowed_prefix_rule,
+    country_rule,
+    number_type_rule,
+)
+"""The destination rules in the order they run; the first that has an opinion decides."""
 
 
 def header_addresses(values: Iterable[str]) -> list[str]:
@@ -78,6 +222,7 @@ class Router:
 
     def __init__(self, settings: Settings) -> None:
         self._fax_domains = frozenset(settings.fax_domains)
+        self._policies = {account.name: DestinationPolicy.for_account(account) for account in settings.accounts}
         self._exact: dict[str, AccountSettings] = {}
         self._domains: dict[str, AccountSettings] = {}
         # The first account that lists a sender wins, so the order in the file decides overlaps.
@@ -108,9 +253,24 @@ class Router:
         return self._domains.get(split_address(sender)[1])
 
     def recipient(self, address: str, account: AccountSettings) -> Recipient:
-        """Parse a fax-domain address for ``account``; raises ``RecipientRejected``."""
+        """Parse a fax-domain address for ``account`` and apply its destination policy.
+
+        Raises ``RecipientRejected`` for a number that is not valid, ``DestinationDenied`` for a valid number
+        the account may not fax to.
+        """
         local, _domain = split_address(address)
-        return Recipient(address=address, number=parse_number(local, account.country))
+        destination = Destination.of(_parse(local, account.country))
+        self.policy_for(account).check(destination)
+        return Recipient(address=address, number=destination.number)
+
+    def policy_for(self, account: AccountSettings) -> DestinationPolicy:
+        """``account``'s destination policy, prepared when the router was built."""
+        policy = self._policies.get(account.name)
+        if policy is None or policy.source is not account:
+            # An account object the router was not built from (a test's, a changed copy): judge it by its own
+            # settings rather than by a namesake's.
+            policy = DestinationPolicy.for_account(account)
+        return policy
 
     def check_from_header(self, account: AccountSettings, from_values: Sequence[str]) -> None:
         """Every ``From:`` address must belong to the same account as the envelope sender."""
