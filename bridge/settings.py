@@ -60,6 +60,13 @@ class SmtpSettings(_Section):
     """Seconds an idle session is kept open."""
     batch_max: int = Field(default=64, ge=1)
     """Messages committed together when they arrive at the same time."""
+    max_connections_per_client: int = Field(default=20, ge=1)
+    """Sessions one client address may hold open at once; one more gets ``421 4.7.0``."""
+    failure_limit: int = Field(default=10, ge=1)
+    """Refusals (relaying, unknown sender, bad number…) from one client address or sender within
+    ``failure_window_seconds`` before its new transactions get ``450 4.7.1`` for ``cooloff_seconds``."""
+    failure_window_seconds: float = Field(default=600.0, gt=0)
+    cooloff_seconds: float = Field(default=900.0, gt=0)
 
 
 class StoreSettings(_Section):

@@ -8,6 +8,8 @@ never has to send mail to a sender it refused (no backscatter):
 * a local part that is not a valid number: ``550 5.1.1``;
 * too many recipients: ``452 4.5.3``; too big: ``552 5.3.4``;
 * a bare LF or CR in DATA: ``550 5.5.2`` (see ``check_line_endings``);
+* past ``smtp.failure_limit`` refusals, a client address or sender gets ``450 4.7.1`` for a cooling-off time;
+  more than ``smtp.max_connections_per_client`` sessions from one address: ``421 4.7.0``;
 * automatic mail (bounces, ``Auto-Submitted``, bulk ``Precedence``, our own ``X-Loop``): ``550 5.7.1``, and
   it is never answered (RFC 3834);
 * the store could not commit: ``451 4.3.0``, so the client keeps the message and tries again.
@@ -22,6 +24,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from bridge.abuse import AbuseGuard
 from bridge.errors import BareLineEnding, BridgeError, MessageRejected, RecipientRejected, StoreError
 from bridge.intake import Intake, build_request
 from bridge.routing import Recipient, Router
@@ -37,6 +40,8 @@ BAD_NUMBER = "550 5.1.1 Bad destination mailbox address: not a valid fax number"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 TOO_BIG = "552 5.3.4 Message too big for system"
 SHUTTING_DOWN = "421 4.3.2 System not accepting network messages, try again later"
+COOLING_OFF = "450 4.7.1 Too many refused requests from your address or sender; try again later"
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address"
 TEMPORARY_ERROR = "451 4.3.0 Temporary server error, please try again later"
 
 # aiosmtpd words some replies itself, without enhanced status codes; these are the ones a fax sender meets.
@@ -57,9 +62,26 @@ class FaxEnvelope(Envelope):
 class FaxSMTP(SMTP):
     """aiosmtpd's protocol with enhanced status codes on its own size replies."""
 
-    def __init__(self, handler: FaxHandler, *, on_lost: Callable[[FaxSMTP], None], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: FaxHandler,
+        *,
+        on_lost: Callable[[FaxSMTP], None],
+        admit: Callable[[FaxSMTP], bool],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
         self._on_lost = on_lost
+        self._admit = admit
+
+    async def _handle_client(self) -> None:
+        # aiosmtpd has no per-client connection limit; refuse before the greeting, as Postfix's anvil does.
+        if not self._admit(self):
+            await self.push(TOO_MANY_CONNECTIONS)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
 
     def _create_envelope(self) -> Envelope:
         return FaxEnvelope()
@@ -82,6 +104,10 @@ class FaxHandler:
         self._settings = settings
         self._router = router
         self._intake = intake
+        smtp = settings.smtp
+        self.guard = AbuseGuard(
+            limit=smtp.failure_limit, window=smtp.failure_window_seconds, cooloff=smtp.cooloff_seconds
+        )
         self.accepting = True
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -90,9 +116,11 @@ class FaxHandler:
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
-        """Refuse new transactions while shutting down; otherwise record the sender."""
+        """Refuse new transactions while shutting down or cooling off; otherwise record the sender."""
         if not self.accepting:
             return SHUTTING_DOWN
+        if self._cooling_off(session, address):
+            return COOLING_OFF
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return OK_SENDER
@@ -104,22 +132,24 @@ class FaxHandler:
         peer = _peer(session)
         if not self.accepting:
             return SHUTTING_DOWN
+        if self._cooling_off(session, envelope.mail_from):
+            return COOLING_OFF
         if not self._router.is_fax_address(address):
             log.info("refused relay attempt from %s: %s -> %s", peer, envelope.mail_from, address)
-            return RELAY_DENIED
+            return self._refused(session, envelope, RELAY_DENIED)
         account = self._router.account_for(envelope.mail_from or "")
         if account is None:
             log.info("refused sender %r from %s: no account admits it", envelope.mail_from, peer)
-            return NOT_AUTHORIZED
+            return self._refused(session, envelope, NOT_AUTHORIZED)
         try:
             recipient = self._router.recipient(address, account)
         except RecipientRejected as exc:
             log.info("refused recipient %r from %s: %s", address, peer, exc)
-            return BAD_NUMBER
+            return self._refused(session, envelope, BAD_NUMBER)
         except MessageRejected as exc:
             # A valid number this account may not dial: an authorization refusal, worded by the rule.
             log.info("refused recipient %r from %s for account %s: %s", address, peer, account.name, exc)
-            return exc.smtp_reply
+            return self._refused(session, envelope, exc.smtp_reply)
         known: list[Recipient] = _recipients(envelope)
         if any(r.number == recipient.number for r in known):
             # The same number twice in one envelope is one fax.
@@ -152,7 +182,7 @@ class FaxHandler:
             )
         except MessageRejected as exc:
             log.info("refused message from %s (%s): %s", envelope.mail_from, _peer(session), exc)
-            return exc.smtp_reply
+            return self._refused(session, envelope, exc.smtp_reply)
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -173,6 +203,24 @@ class FaxHandler:
             ",".join(result.job_ids),
         )
         return _queued_reply(verb, result.job_ids)
+
+    def _keys(self, session: Session, sender: str | None) -> list[str]:
+        keys = [f"client:{_peer(session)}"]
+        if sender:
+            keys.append(f"sender:{sender.strip().lower()}")
+        return keys
+
+    def _cooling_off(self, session: Session, sender: str | None) -> bool:
+        blocked = [key for key in self._keys(session, sender) if self.guard.blocked(key)]
+        if blocked:
+            log.info(
+                "refused a transaction from %s: %s is cooling off after repeated refusals", _peer(session), blocked[0]
+            )
+        return bool(blocked)
+
+    def _refused(self, session: Session, envelope: Envelope, reply: str) -> str:
+        self.guard.record_failure(self._keys(session, envelope.mail_from))
+        return reply
 
     async def handle_exception(self, error: Exception) -> str:
         """Never show a client our exception names: answer a neutral temporary error."""
@@ -242,6 +290,7 @@ class SMTPServer:
         protocol = FaxSMTP(
             self._handler,
             on_lost=self._protocols.discard,
+            admit=self._admit,
             data_size_limit=smtp.max_message_size,
             hostname=smtp.hostname,
             ident="faxbridge",
@@ -251,6 +300,16 @@ class SMTPServer:
         )
         self._protocols.add(protocol)
         return protocol
+
+    def _admit(self, protocol: FaxSMTP) -> bool:
+        peer = _peer(protocol.session) if protocol.session is not None else None
+        if peer is None:
+            return True
+        same = sum(1 for other in self._protocols if other.session is not None and _peer(other.session) == peer)
+        if same > self._settings.smtp.max_connections_per_client:
+            log.info("refused a connection from %s: %d sessions open", peer, same - 1)
+            return False
+        return True
 
     async def start(self) -> tuple[str, int]:
         """Bind and listen; return the address actually bound (port 0 picks a free port)."""

@@ -122,3 +122,50 @@ async def test_auto_submitted_no_is_a_person_writing(running: Any) -> None:
     message["Precedence"] = "first-class"
     result = await atransact(running.address[1], "demo@example.com", [FAX], message.as_bytes())
     assert result.data_code == 250
+
+
+async def test_connections_per_client_are_capped(make_settings: Any) -> None:
+    from bridge.app import Bridge
+
+    bridge = Bridge(make_settings(smtp={"listen_port": 0, "max_connections_per_client": 2}))
+    await bridge.start()
+    opened = []
+    try:
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", bridge.address[1])
+            opened.append(writer)
+            assert (await asyncio.wait_for(reader.readline(), 30)).startswith(b"220")
+        reader, writer = await asyncio.open_connection("127.0.0.1", bridge.address[1])
+        opened.append(writer)
+        assert (await asyncio.wait_for(reader.readline(), 30)).startswith(b"421 4.7.0")
+        assert await asyncio.wait_for(reader.read(), 30) == b""
+        # Once one session ends, a new one is welcome again.
+        opened[0].close()
+        await opened[0].wait_closed()
+        result = await atransact(bridge.address[1], "demo@example.com", [FAX], make_message().as_bytes())
+        assert result.data_code == 250
+    finally:
+        for writer in opened:
+            writer.close()
+        await bridge.stop()
+
+
+async def test_repeated_refusals_cool_a_client_off(make_settings: Any) -> None:
+    from bridge.app import Bridge
+
+    settings = make_settings(smtp={"listen_port": 0, "failure_limit": 3})
+    bridge = Bridge(settings)
+    await bridge.start()
+    try:
+        port = bridge.address[1]
+        for guess in ("100", "200", "300"):
+            result = await atransact(port, "demo@example.com", [f"{guess}@fax.localhost"], None)
+            assert result.rcpts[0][0] == 550
+        # Now even a good mail from that address waits: the guessing has stopped.
+        result = await atransact(port, "demo@example.com", [FAX], make_message().as_bytes())
+        assert result.mail[0] == 450
+        assert result.mail[1].startswith(b"4.7.1")
+        assert await bridge.store.list_jobs() == []
+    finally:
+        await bridge.stop()
+    assert_nothing_happened(settings)
