@@ -20,7 +20,7 @@ from email.utils import getaddresses
 import phonenumbers
 
 from bridge.errors import DestinationDenied, RecipientRejected, SenderNotAuthorized
-from bridge.settings import DEFAULT_DENIED_NUMBER_TYPES, AccountSettings, Settings
+from bridge.settings import DEFAULT_DENIED_NUMBER_TYPES, AccountSettings, AuthUser, Settings
 
 _SEPARATORS = re.compile(r"[-. ()]")
 # Deliberately [0-9], not \d: str.isdigit() and \d accept Arabic-Indic and full-width digits.
@@ -225,6 +225,10 @@ class Router:
         self._policies = {account.name: DestinationPolicy.for_account(account) for account in settings.accounts}
         self._exact: dict[str, AccountSettings] = {}
         self._domains: dict[str, AccountSettings] = {}
+        # Usernames are unique across accounts (checked in Settings).
+        self._users: dict[str, tuple[AuthUser, AccountSettings]] = {
+            user.username: (user, account) for account in settings.accounts for user in account.auth_users
+        }
         # The first account that lists a sender wins, so the order in the file decides overlaps.
         for account in settings.accounts:
             for pattern in account.allowed_senders:
@@ -251,6 +255,16 @@ class Router:
         if exact is not None:
             return exact
         return self._domains.get(split_address(sender)[1])
+
+    def auth_user(self, username: str) -> AuthUser | None:
+        """The SMTP AUTH user called ``username`` (exact, case-sensitive), if any account lists it."""
+        found = self._users.get(username)
+        return None if found is None else found[0]
+
+    def account_for_user(self, username: str) -> AccountSettings | None:
+        """The account that lists the SMTP AUTH user ``username``."""
+        found = self._users.get(username)
+        return None if found is None else found[1]
 
     def recipient(self, address: str, account: AccountSettings) -> Recipient:
         """Parse a fax-domain address for ``account`` and apply its destination policy.

@@ -36,6 +36,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bridge.auth import parse_hash
 from bridge.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/faxbridge/faxbridge.toml")
@@ -67,6 +68,22 @@ class SmtpSettings(_Section):
     ``failure_window_seconds`` before its new transactions get ``450 4.7.1`` for ``cooloff_seconds``."""
     failure_window_seconds: float = Field(default=600.0, gt=0)
     cooloff_seconds: float = Field(default=900.0, gt=0)
+    tls_certificate: Path | None = None
+    """PEM certificate chain for STARTTLS (relative to ``state_dir``); needs ``tls_key``. Unset: no STARTTLS,
+    and so no AUTH, which is only offered over TLS."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_certificate``."""
+    require_starttls: bool = False
+    """Refuse everything but EHLO, STARTTLS, NOOP and QUIT before STARTTLS (``530 5.7.0``); needs a certificate."""
+
+    @model_validator(mode="after")
+    def _tls_is_complete(self) -> SmtpSettings:
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            missing = "smtp.tls_key" if self.tls_key is None else "smtp.tls_certificate"
+            raise ValueError(f"{missing} is required: set both smtp.tls_certificate and smtp.tls_key, or neither")
+        if self.require_starttls and self.tls_certificate is None:
+            raise ValueError("smtp.require_starttls needs smtp.tls_certificate and smtp.tls_key")
+        return self
 
 
 class StoreSettings(_Section):
@@ -161,6 +178,24 @@ def _deniable_type(value: str) -> str:
     return name
 
 
+def _password_hash(value: str) -> str:
+    try:
+        parse_hash(value)
+    except ValueError as exc:
+        raise ValueError(
+            f"not a password hash ({exc}); write the output of `python -m bridge.auth hash`, never the password"
+        ) from None
+    return value.strip()
+
+
+class AuthUser(_Section):
+    """A user who may log in with SMTP AUTH and then fax for the account that lists it."""
+
+    username: str = Field(min_length=1, max_length=255, pattern=r"^\S+$")
+    password_hash: Annotated[str, AfterValidator(_password_hash)]
+    """``scrypt$n=…,r=…,p=…$<salt>$<hash>`` from ``python -m bridge.auth hash``."""
+
+
 Region = Annotated[str, AfterValidator(_region)]
 E164Prefix = Annotated[str, AfterValidator(_e164_prefix)]
 DeniableNumberType = Annotated[str, AfterValidator(_deniable_type)]
@@ -178,6 +213,9 @@ class AccountSettings(_Section):
     notify_extra: list[str] = Field(default_factory=list)
     """Addresses that get a copy of every notice."""
     paper: Literal["a4", "letter"] = "a4"
+    auth_users: list[AuthUser] = Field(default_factory=list)
+    """Users who may log in (SMTP AUTH, only after STARTTLS); their mail is this account's, and its envelope
+    sender and ``From:`` must still be allowed senders of this account."""
 
     # Destination policy (toll fraud). The rules run in this order and the first that decides wins:
     # denied_prefixes, allowed_prefixes, allowed_countries, number types; a number none refuses is admitted.
@@ -236,7 +274,16 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _accounts_are_consistent(self) -> Settings:
         names: set[str] = set()
+        users: dict[str, str] = {}
         for index, account in enumerate(self.accounts):
+            for user_index, user in enumerate(account.auth_users):
+                key = f"accounts[{index}].auth_users[{user_index}].username"
+                if user.username in users:
+                    raise ValueError(f"{key} {user.username!r} is used twice (also in account {users[user.username]})")
+                users[user.username] = account.name
+            if account.auth_users and self.smtp.tls_certificate is None:
+                # AUTH is only offered after STARTTLS: users without a certificate could never log in.
+                raise ValueError(f"accounts[{index}].auth_users needs smtp.tls_certificate and smtp.tls_key")
             if account.name in names:
                 raise ValueError(f"accounts[{index}].name {account.name!r} is used twice")
             names.add(account.name)
@@ -315,7 +362,10 @@ def describe_validation_error(exc: ValidationError, file: Path) -> str:
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
         given = error.get("input")
-        shown = "" if error["type"] == "missing" or isinstance(given, dict) else f" (got {given!r})"
+        # Never echo what was written as a password hash: it may be a clear password put there by mistake.
+        secret = bool(error["loc"]) and error["loc"][-1] == "password_hash"
+        hidden = error["type"] == "missing" or isinstance(given, dict) or secret
+        shown = "" if hidden else f" (got {given!r})"
         lines.append(f"  {key}: {message}{shown}")
     lines.append("  (values may come from the file or from a FAXBRIDGE_* environment variable)")
     return "\n".join(lines)

@@ -13,22 +13,32 @@ never has to send mail to a sender it refused (no backscatter):
 * automatic mail (bounces, ``Auto-Submitted``, bulk ``Precedence``, our own ``X-Loop``): ``550 5.7.1``, and
   it is never answered (RFC 3834);
 * the store could not commit: ``451 4.3.0``, so the client keeps the message and tries again.
+
+With ``smtp.tls_certificate`` the server offers STARTTLS, and after it SMTP AUTH (PLAIN and LOGIN only) for the
+accounts' ``auth_users``: AUTH before TLS gets aiosmtpd's ``538 5.7.11``, bad credentials ``535 5.7.8`` (a
+refusal for the abuse guard). An authenticated session faxes for its user's account only: the envelope sender
+and ``From:`` must be allowed senders of that account, else ``550 5.7.1``. ``smtp.require_starttls`` makes
+every command but EHLO, STARTTLS, NOOP and QUIT get ``530 5.7.0`` before STARTTLS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from bridge.abuse import AbuseGuard
-from bridge.errors import BareLineEnding, BridgeError, MessageRejected, RecipientRejected, StoreError
+from bridge.auth import burn_verification, verify_password
+from bridge.errors import BareLineEnding, BridgeError, ConfigError, MessageRejected, RecipientRejected, StoreError
 from bridge.intake import Intake, build_request
 from bridge.routing import Recipient, Router
-from bridge.settings import Settings
+from bridge.settings import AccountSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +53,27 @@ SHUTTING_DOWN = "421 4.3.2 System not accepting network messages, try again late
 COOLING_OFF = "450 4.7.1 Too many refused requests from your address or sender; try again later"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address"
 TEMPORARY_ERROR = "451 4.3.0 Temporary server error, please try again later"
+MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
+AUTH_COOLING_OFF = "454 4.7.0 Temporary authentication failure: too many refused requests from your address"
+
+# The only AUTH mechanisms offered: both carry the password itself, which is what a scrypt hash can check.
+AUTH_MECHANISMS = frozenset({"PLAIN", "LOGIN"})
 
 # aiosmtpd words some replies itself, without enhanced status codes; these are the ones a fax sender meets.
 _REWORDED = {
     b"552 Error: Too much mail data": TOO_BIG.encode(),
     b"552 Error: message size exceeds fixed maximum message size": TOO_BIG.encode(),
+    b"530 Must issue a STARTTLS command first": MUST_STARTTLS.encode(),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedUser:
+    """What a successful AUTH leaves in ``session.auth_data``: the user and its account, never the password."""
+
+    login: str
+    """aiosmtpd copies this into ``session.login_data``."""
+    account: str
 
 
 class FaxEnvelope(Envelope):
@@ -137,7 +162,7 @@ class FaxHandler:
         if not self._router.is_fax_address(address):
             log.info("refused relay attempt from %s: %s -> %s", peer, envelope.mail_from, address)
             return self._refused(session, envelope, RELAY_DENIED)
-        account = self._router.account_for(envelope.mail_from or "")
+        account = self._account(session, envelope.mail_from)
         if account is None:
             log.info("refused sender %r from %s: no account admits it", envelope.mail_from, peer)
             return self._refused(session, envelope, NOT_AUTHORIZED)
@@ -165,7 +190,7 @@ class FaxHandler:
         """Check ``From:``, then commit the message and its jobs; only then ``250``."""
         if not self.accepting:
             return SHUTTING_DOWN
-        account = self._router.account_for(envelope.mail_from or "")
+        account = self._account(session, envelope.mail_from)
         raw = envelope.original_content
         if account is None or raw is None:
             return NOT_AUTHORIZED
@@ -203,6 +228,52 @@ class FaxHandler:
             ",".join(result.job_ids),
         )
         return _queued_reply(verb, result.job_ids)
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        """aiosmtpd's ``authenticator``: check a PLAIN or LOGIN username and password against ``auth_users``.
+
+        A failure is answered with aiosmtpd's ``535 5.7.8`` and counted against the client address, so that
+        guessing passwords cools the address off like any other refusal.
+        """
+        client = f"client:{_peer(session)}"
+        if self.guard.blocked(client):
+            log.info("refused AUTH from %s: the address is cooling off after repeated refusals", _peer(session))
+            return AuthResult(success=False, handled=False, message=AUTH_COOLING_OFF)
+        if mechanism not in AUTH_MECHANISMS or not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        try:
+            username = auth_data.login.decode("utf-8")
+        except UnicodeDecodeError:
+            username = ""
+        user = self._router.auth_user(username)
+        account = self._router.account_for_user(username)
+        if user is None or account is None:
+            burn_verification(auth_data.password)
+            ok = False
+        else:
+            ok = verify_password(auth_data.password, user.password_hash)
+        if not ok or account is None:
+            log.info("refused AUTH %s for %r from %s: bad credentials", mechanism, username, _peer(session))
+            self.guard.record_failure([client])
+            return AuthResult(success=False, handled=False)
+        log.info("AUTH %s as %r (account %s) from %s", mechanism, username, account.name, _peer(session))
+        return AuthResult(success=True, auth_data=AuthenticatedUser(login=username, account=account.name))
+
+    def _account(self, session: Session, sender: str | None) -> AccountSettings | None:
+        """The account a transaction faxes for: the AUTH user's, if the sender belongs to it; else the sender's."""
+        owner = self._router.account_for(sender or "")
+        # aiosmtpd types auth_data as None; it holds whatever our authenticator returned.
+        user: Any = session.auth_data if session.authenticated else None
+        if not isinstance(user, AuthenticatedUser):
+            return owner
+        account = self._router.account_for_user(user.login)
+        # Compared by the same first-match rule as From: (Router.check_from_header), so both checks agree.
+        if account is None or owner is None or owner.name != account.name:
+            log.info("refused sender %r for user %r: not an allowed sender of its account", sender, user.login)
+            return None
+        return account
 
     def _keys(self, session: Session, sender: str | None) -> list[str]:
         keys = [f"client:{_peer(session)}"]
@@ -276,6 +347,38 @@ def _queued_reply(verb: str, job_ids: tuple[str, ...]) -> str:
     return f"250 2.0.0 Ok: {verb} as {','.join(shown)} and {len(job_ids) - len(shown)} more"
 
 
+def build_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server context for STARTTLS from ``smtp.tls_certificate``/``tls_key``, or ``None`` without them.
+
+    Raises ``ConfigError`` naming the keys when the files cannot be read or do not fit together.
+    """
+    smtp = settings.smtp
+    if smtp.tls_certificate is None or smtp.tls_key is None:
+        return None
+    certificate, key = settings.path(smtp.tls_certificate), settings.path(smtp.tls_key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    # TLS 1.0 and 1.1 are deprecated (RFC 8996); every mail client that matters speaks 1.2.
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(certificate, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"smtp.tls_certificate {certificate} / smtp.tls_key {key}: cannot load the certificate and key: {exc}"
+        ) from None
+    return context
+
+
+def _other_mechanisms(handler: object) -> list[str]:
+    # aiosmtpd offers every auth_* method of the protocol class and the handler; name all but PLAIN and LOGIN,
+    # found the way aiosmtpd finds them, so a mechanism added by a later aiosmtpd is not offered unnoticed.
+    names: set[str] = set()
+    for obj in (FaxSMTP, handler):
+        for name, member in inspect.getmembers(obj):
+            if name.startswith("auth_"):
+                names.add(getattr(member, "__auth_mechanism_name__", name.replace("auth_", "").replace("__", "-")))
+    return sorted(names - AUTH_MECHANISMS)
+
+
 class SMTPServer:
     """The listening socket and the sessions on it, in the application's event loop."""
 
@@ -284,6 +387,8 @@ class SMTPServer:
         self._handler = handler
         self._server: asyncio.Server | None = None
         self._protocols: set[FaxSMTP] = set()
+        self._tls_context: ssl.SSLContext | None = None
+        self._exclude = _other_mechanisms(handler)
 
     def _factory(self) -> FaxSMTP:
         smtp = self._settings.smtp
@@ -297,6 +402,12 @@ class SMTPServer:
             timeout=smtp.timeout,
             enable_SMTPUTF8=True,
             command_call_limit=100,
+            tls_context=self._tls_context,
+            require_starttls=smtp.require_starttls,
+            # Never let a password cross the network in clear: AUTH is neither offered nor taken before TLS.
+            auth_require_tls=True,
+            auth_exclude_mechanism=self._exclude,
+            authenticator=self._handler.authenticate,
         )
         self._protocols.add(protocol)
         return protocol
@@ -315,6 +426,7 @@ class SMTPServer:
         """Bind and listen; return the address actually bound (port 0 picks a free port)."""
         loop = asyncio.get_running_loop()
         smtp = self._settings.smtp
+        self._tls_context = build_tls_context(self._settings)
         self._server = await loop.create_server(self._factory, host=smtp.listen_host, port=smtp.listen_port)
         host, port = self._server.sockets[0].getsockname()[:2]
         return str(host), int(port)
