@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -213,6 +214,11 @@ class AccountSettings(_Section):
     notify_extra: list[str] = Field(default_factory=list)
     """Addresses that get a copy of every notice."""
     paper: Literal["a4", "letter"] = "a4"
+    allowed_networks: list[IPv4Network | IPv6Network] = Field(default_factory=list)
+    """Client addresses (networks such as ``192.0.2.0/24`` or single hosts) this account's mail may come from;
+    empty means any. Mail from elsewhere is refused with ``550 5.7.1`` at RCPT."""
+    max_recipients: int | None = Field(default=None, ge=1)
+    """Fax numbers per mail for this account, below ``smtp.max_recipients``; one more gets ``452 4.5.3``."""
     auth_users: list[AuthUser] = Field(default_factory=list)
     """Users who may log in (SMTP AUTH, only after STARTTLS); their mail is this account's, and its envelope
     sender and ``From:`` must still be allowed senders of this account."""

@@ -29,6 +29,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from ipaddress import ip_address
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -166,6 +167,11 @@ class FaxHandler:
         if account is None:
             log.info("refused sender %r from %s: no account admits it", envelope.mail_from, peer)
             return self._refused(session, envelope, NOT_AUTHORIZED)
+        if not _client_allowed(peer, account):
+            log.info(
+                "refused %r from %s: not in the allowed networks of account %s", envelope.mail_from, peer, account.name
+            )
+            return self._refused(session, envelope, NOT_AUTHORIZED)
         try:
             recipient = self._router.recipient(address, account)
         except RecipientRejected as exc:
@@ -179,7 +185,7 @@ class FaxHandler:
         if any(r.number == recipient.number for r in known):
             # The same number twice in one envelope is one fax.
             return OK_RECIPIENT
-        if len(known) >= self._settings.smtp.max_recipients:
+        if len(known) >= min(self._settings.smtp.max_recipients, account.max_recipients or 1_000_000):
             return TOO_MANY_RECIPIENTS
         known.append(recipient)
         envelope.rcpt_tos.append(address)
@@ -304,6 +310,16 @@ class FaxHandler:
     async def drained(self) -> None:
         """Wait until no message is between its final dot and its reply."""
         await self._idle.wait()
+
+
+def _client_allowed(peer: str | None, account: AccountSettings) -> bool:
+    if not account.allowed_networks:
+        return True
+    try:
+        client = ip_address(peer or "")
+    except ValueError:
+        return False
+    return any(client in network for network in account.allowed_networks)
 
 
 def check_line_endings(raw: bytes) -> None:

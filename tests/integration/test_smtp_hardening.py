@@ -169,3 +169,41 @@ async def test_repeated_refusals_cool_a_client_off(make_settings: Any) -> None:
     finally:
         await bridge.stop()
     assert_nothing_happened(settings)
+
+
+@pytest.mark.parametrize(("networks", "expected"), [(["10.0.0.0/8", "2001:db8::/32"], 550), (["127.0.0.0/8"], 250)])
+async def test_an_account_only_takes_mail_from_its_networks(
+    make_settings: Any, networks: list[str], expected: int
+) -> None:
+    from bridge.app import Bridge
+
+    account = {"name": "demo", "provider": "local", "allowed_senders": ["demo@example.com"]}
+    settings = make_settings(accounts=[{**account, "allowed_networks": networks}])
+    bridge = Bridge(settings)
+    await bridge.start()
+    try:
+        result = await atransact(bridge.address[1], "demo@example.com", [FAX], make_message().as_bytes())
+        assert result.rcpts[0][0] == expected
+        if expected == 550:
+            assert result.rcpts[0][1].startswith(b"5.7.1")
+            assert await bridge.store.list_jobs() == []
+        else:
+            assert result.data_code == 250
+    finally:
+        await bridge.stop()
+
+
+async def test_an_account_may_allow_fewer_recipients(make_settings: Any) -> None:
+    from bridge.app import Bridge
+
+    account = {"name": "demo", "provider": "local", "allowed_senders": ["demo@example.com"], "max_recipients": 1}
+    bridge = Bridge(make_settings(accounts=[account]))
+    await bridge.start()
+    try:
+        rcpts = [FAX, "+4940123456@fax.localhost"]
+        result = await atransact(bridge.address[1], "demo@example.com", rcpts, make_message().as_bytes())
+        assert [code for code, _ in result.rcpts] == [250, 452]
+        assert result.rcpts[1][1].startswith(b"4.5.3")
+        assert result.data_code == 250
+    finally:
+        await bridge.stop()

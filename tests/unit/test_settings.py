@@ -90,3 +90,19 @@ def test_mail_needs_exactly_one_destination(tmp_path: Path) -> None:
     path.write_text(DEFAULT_CONFIG.read_text().replace('maildir = "mail"', ""))
     with pytest.raises(ConfigError, match=r"exactly one of mail\.maildir"):
         load_settings(path)
+
+
+def test_allowed_networks_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        DEFAULT_CONFIG.read_text().replace('country = "DE"', 'country = "DE"\nallowed_networks = ["10.0.0.0/33"]')
+    )
+    with pytest.raises(ConfigError, match=r"accounts\.0\.allowed_networks\.0"):
+        load_settings(path)
+    path.write_text(
+        DEFAULT_CONFIG.read_text().replace(
+            'country = "DE"', 'country = "DE"\nallowed_networks = ["10.1.2.0/24", "::1"]'
+        )
+    )
+    [account] = load_settings(path).accounts
+    assert [str(n) for n in account.allowed_networks] == ["10.1.2.0/24", "::1/128"]
