@@ -7,6 +7,7 @@ The tree::
     │   ├── RecipientRejected        550 5.1.1 (not a valid fax number, at RCPT)
     │   ├── DestinationDenied        550 5.7.1 (a valid number this account may not fax to, at RCPT)
     │   ├── SenderNotAuthorized      550 5.7.1 (never says which check failed)
+    │   │   └── SenderNotAuthenticated 550 5.7.26 (no trusted Authentication-Results verdict)
     │   ├── AutomaticMessage         550 5.7.1 (auto-submitted, bulk or our own: RFC 3834 loop protection)
     │   ├── BareLineEnding           550 5.5.2 (a bare LF or CR in DATA: the smuggling defence)
     │   ├── UnsupportedContent       554 5.6.1 (nothing convertible)
@@ -100,6 +101,12 @@ class BareLineEnding(MessageRejected):
     """A line in DATA ended in a bare LF or CR, which mail servers disagree about (SMTP smuggling)."""
 
     smtp_reply: ClassVar[str] = "550 5.5.2 bare <LF> or <CR> received: lines must end with <CR><LF>"
+
+
+class SenderNotAuthenticated(SenderNotAuthorized):
+    """The account requires the upstream mail server's verdict, and none authenticates the sender."""
+
+    smtp_reply: ClassVar[str] = "550 5.7.26 Sender not authenticated"
 
 
 class UnsupportedContent(MessageRejected):

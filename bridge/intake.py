@@ -25,7 +25,8 @@ from email.policy import compat32
 from bridge.errors import AutomaticMessage, StoreError, StoreUnavailable
 from bridge.ids import new_id
 from bridge.models import AcceptRequest, AcceptResult, EnvelopeInfo, NewJob
-from bridge.routing import Recipient, Router
+from bridge.routing import Recipient, Router, header_addresses
+from bridge.sender_auth import check_sender
 from bridge.settings import AccountSettings
 from bridge.stores.base import JobStore
 
@@ -103,6 +104,7 @@ def build_request(
     recipients: Sequence[Recipient],
     client_address: str | None,
     own_address: str | None = None,
+    authserv_id: str | None = None,
 ) -> AcceptRequest:
     """Check the message's own headers and make one job per distinct number.
 
@@ -112,7 +114,11 @@ def build_request(
     """
     headers = _HEADER_PARSER.parsebytes(header_block(raw))
     refuse_automatic(headers, mail_from, own_address)
-    router.check_from_header(account, [str(v) for v in headers.get_all("From", [])])
+    from_values = [str(v) for v in headers.get_all("From", [])]
+    router.check_from_header(account, from_values)
+    if account.require_authentication and authserv_id:
+        for address in header_addresses(from_values):
+            check_sender(headers, authserv_id=authserv_id, from_address=address)
     message_id = _header(headers, "Message-ID") or None
     digest = body_digest(raw)
     jobs: list[NewJob] = []

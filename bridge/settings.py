@@ -62,6 +62,9 @@ class SmtpSettings(_Section):
     """Seconds an idle session is kept open."""
     batch_max: int = Field(default=64, ge=1)
     """Messages committed together when they arrive at the same time."""
+    authserv_id: str | None = None
+    """The authserv-id your mail server writes into ``Authentication-Results``; only headers with it are
+    believed. Needed by accounts with ``require_authentication``."""
     max_connections_per_client: int = Field(default=20, ge=1)
     """Sessions one client address may hold open at once; one more gets ``421 4.7.0``."""
     failure_limit: int = Field(default=10, ge=1)
@@ -219,6 +222,9 @@ class AccountSettings(_Section):
     empty means any. Mail from elsewhere is refused with ``550 5.7.1`` at RCPT."""
     max_recipients: int | None = Field(default=None, ge=1)
     """Fax numbers per mail for this account, below ``smtp.max_recipients``; one more gets ``452 4.5.3``."""
+    require_authentication: bool = False
+    """Take mail only when the upstream mail server's ``Authentication-Results`` (with ``smtp.authserv_id``)
+    shows DMARC pass, or DKIM or SPF pass aligned with ``From:``; otherwise ``550 5.7.26``."""
     auth_users: list[AuthUser] = Field(default_factory=list)
     """Users who may log in (SMTP AUTH, only after STARTTLS); their mail is this account's, and its envelope
     sender and ``From:`` must still be allowed senders of this account."""
@@ -282,6 +288,11 @@ class Settings(BaseSettings):
         names: set[str] = set()
         users: dict[str, str] = {}
         for index, account in enumerate(self.accounts):
+            if account.require_authentication and not self.smtp.authserv_id:
+                raise ValueError(
+                    f"accounts[{index}].require_authentication needs smtp.authserv_id: the authserv-id your mail "
+                    "server writes into Authentication-Results"
+                )
             for user_index, user in enumerate(account.auth_users):
                 key = f"accounts[{index}].auth_users[{user_index}].username"
                 if user.username in users:

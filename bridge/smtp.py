@@ -210,6 +210,7 @@ class FaxHandler:
                 recipients=_recipients(envelope),
                 client_address=_peer(session),
                 own_address=self._settings.mail.from_address,
+                authserv_id=self._settings.smtp.authserv_id,
             )
         except MessageRejected as exc:
             log.info("refused message from %s (%s): %s", envelope.mail_from, _peer(session), exc)

@@ -207,3 +207,37 @@ async def test_an_account_may_allow_fewer_recipients(make_settings: Any) -> None
         assert result.data_code == 250
     finally:
         await bridge.stop()
+
+
+@pytest.mark.parametrize(
+    ("verdict", "expected"),
+    [
+        ("Authentication-Results: mx.example.net; dmarc=pass header.from=example.com", 250),
+        ("Authentication-Results: mx.forger.example; dmarc=pass header.from=example.com", 550),
+        (None, 550),
+    ],
+)
+async def test_an_account_can_require_the_upstream_verdict(
+    make_settings: Any, verdict: str | None, expected: int
+) -> None:
+    from bridge.app import Bridge
+
+    account = {"name": "demo", "provider": "local", "allowed_senders": ["demo@example.com"]}
+    settings = make_settings(
+        smtp={"listen_port": 0, "authserv_id": "mx.example.net"},
+        accounts=[{**account, "require_authentication": True}],
+    )
+    bridge = Bridge(settings)
+    await bridge.start()
+    try:
+        message = make_message()
+        if verdict is not None:
+            name, _, value = verdict.partition(": ")
+            message[name] = value
+        result = await atransact(bridge.address[1], "demo@example.com", [FAX], message.as_bytes())
+        assert result.data_code == expected
+        if expected == 550:
+            assert result.data_text.startswith("5.7.26")
+            assert await bridge.store.list_jobs() == []
+    finally:
+        await bridge.stop()

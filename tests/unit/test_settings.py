@@ -106,3 +106,12 @@ def test_allowed_networks_are_checked(tmp_path: Path) -> None:
     )
     [account] = load_settings(path).accounts
     assert [str(n) for n in account.allowed_networks] == ["10.1.2.0/24", "::1/128"]
+
+
+def test_requiring_authentication_needs_an_authserv_id(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        DEFAULT_CONFIG.read_text().replace('country = "DE"', 'country = "DE"\nrequire_authentication = true')
+    )
+    with pytest.raises(ConfigError, match=r"require_authentication needs smtp\.authserv_id"):
+        load_settings(path)
