@@ -12,10 +12,12 @@ decides, and a number no rule refuses is admitted. A refusal is ``DestinationDen
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.utils import getaddresses
+from ipaddress import ip_address
 
 import phonenumbers
 
@@ -295,3 +297,36 @@ class Router:
             owner = self.account_for(address)
             if owner is None or owner.name != account.name:
                 raise SenderNotAuthorized(f"From: {address} is not an allowed sender of account {account.name}")
+
+
+def _matches(pattern: str, value: str, use_regex: bool) -> bool:
+    if not pattern:
+        return True
+    if use_regex:
+        return re.fullmatch(pattern, value, flags=re.IGNORECASE) is not None
+    return fnmatch.fnmatchcase(value.lower(), pattern.lower())
+
+
+def acl_admits(account: AccountSettings, *, sender: str, client: str | None, number: str) -> bool:
+    """Whether the account's Mail2Fax ACL admits ``sender`` from ``client`` faxing ``number``.
+
+    An account without rules admits everything its other settings admit; with rules, one rule must match on
+    every field it sets.
+    """
+    if not account.acl:
+        return True
+    try:
+        client_ip = ip_address(client) if client else None
+    except ValueError:
+        client_ip = None
+    for rule in account.acl:
+        if not _matches(rule.from_email, sender.strip().lower(), rule.use_regex):
+            continue
+        if rule.received_from is not None and (client_ip is None or client_ip not in rule.received_from):
+            continue
+        if rule.destination and not any(
+            _matches(rule.destination, form, rule.use_regex) for form in (number, number.lstrip("+"))
+        ):
+            continue
+        return True
+    return False

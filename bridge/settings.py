@@ -192,6 +192,31 @@ def _password_hash(value: str) -> str:
     return value.strip()
 
 
+class AclRule(_Section):
+    """One Mail2Fax ACL rule in Sipwise's shape; every field that is set must match, empty fields match all.
+
+    ``from_email`` is matched against the envelope sender and ``destination`` against the number (with and
+    without its ``+``), as shell-style globs (``*@example.com``, ``+4930*``), or as regular expressions when
+    ``use_regex`` is true. ``received_from`` is the client's address or network (``192.0.2.25``,
+    ``192.0.2.0/24``).
+    """
+
+    from_email: str = ""
+    received_from: IPv4Network | IPv6Network | None = None
+    destination: str = ""
+    use_regex: bool = False
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> AclRule:
+        if self.use_regex:
+            for name in ("from_email", "destination"):
+                try:
+                    re.compile(getattr(self, name))
+                except re.error as exc:
+                    raise ValueError(f"{name} is not a regular expression: {exc}") from None
+        return self
+
+
 class AuthUser(_Section):
     """A user who may log in with SMTP AUTH and then fax for the account that lists it."""
 
@@ -225,6 +250,9 @@ class AccountSettings(_Section):
     require_authentication: bool = False
     """Take mail only when the upstream mail server's ``Authentication-Results`` (with ``smtp.authserv_id``)
     shows DMARC pass, or DKIM or SPF pass aligned with ``From:``; otherwise ``550 5.7.26``."""
+    acl: list[AclRule] = Field(default_factory=list)
+    """Mail2Fax ACL rules: when there are any, each recipient must be admitted by one of them (sender, client
+    address and destination together), or it is refused with ``550 5.7.1``."""
     auth_users: list[AuthUser] = Field(default_factory=list)
     """Users who may log in (SMTP AUTH, only after STARTTLS); their mail is this account's, and its envelope
     sender and ``From:`` must still be allowed senders of this account."""

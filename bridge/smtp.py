@@ -38,7 +38,7 @@ from bridge.abuse import AbuseGuard
 from bridge.auth import burn_verification, verify_password
 from bridge.errors import BareLineEnding, BridgeError, ConfigError, MessageRejected, RecipientRejected, StoreError
 from bridge.intake import Intake, build_request
-from bridge.routing import Recipient, Router
+from bridge.routing import Recipient, Router, acl_admits
 from bridge.settings import AccountSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,10 @@ class FaxHandler:
             # A valid number this account may not dial: an authorization refusal, worded by the rule.
             log.info("refused recipient %r from %s for account %s: %s", address, peer, account.name, exc)
             return self._refused(session, envelope, exc.smtp_reply)
+        if not acl_admits(account, sender=envelope.mail_from or "", client=peer, number=recipient.number):
+            log.info("refused %r from %s to %s: no ACL rule of account %s admits it", envelope.mail_from, peer,
+                     recipient.number, account.name)  # fmt: skip
+            return self._refused(session, envelope, NOT_AUTHORIZED)
         known: list[Recipient] = _recipients(envelope)
         if any(r.number == recipient.number for r in known):
             # The same number twice in one envelope is one fax.

@@ -241,3 +241,23 @@ async def test_an_account_can_require_the_upstream_verdict(
             assert await bridge.store.list_jobs() == []
     finally:
         await bridge.stop()
+
+
+async def test_acl_rules_decide_per_recipient(make_settings: Any) -> None:
+    from bridge.app import Bridge
+
+    account = {"name": "demo", "provider": "local", "allowed_senders": ["demo@example.com"]}
+    rules = [{"from_email": "demo@example.com", "received_from": "127.0.0.1/32", "destination": "+4930*"}]
+    settings = make_settings(accounts=[{**account, "acl": rules}])
+    bridge = Bridge(settings)
+    await bridge.start()
+    try:
+        rcpts = [FAX, "+4940123456@fax.localhost"]
+        result = await atransact(bridge.address[1], "demo@example.com", rcpts, make_message().as_bytes())
+        assert [code for code, _ in result.rcpts] == [250, 550]
+        assert result.rcpts[1][1].startswith(b"5.7.1")
+        assert result.data_code == 250
+        [job] = await bridge.store.list_jobs()
+        assert job.number == "+4930123456"
+    finally:
+        await bridge.stop()
