@@ -12,6 +12,7 @@ import json
 import mimetypes
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -22,7 +23,7 @@ from bridge import __version__
 from bridge._logging import setup_logging
 from bridge.errors import BridgeError, ConfigError, ExitCode
 from bridge.intake import build_request
-from bridge.models import JobState
+from bridge.models import FaxJob, JobState
 from bridge.routing import Router, format_number
 from bridge.settings import Settings, load_settings
 from bridge.stores import open_store
@@ -243,8 +244,6 @@ async def _show(store: JobStore, job_id: str, out: TextIO) -> int:
     return ExitCode.OK
 
 
-def _job_dict(job: object) -> dict[str, object]:
-    from dataclasses import asdict
-
-    data = asdict(job)  # type: ignore[call-overload]
+def _job_dict(job: FaxJob) -> dict[str, object]:
+    data = asdict(job)
     return {key: (value.isoformat() if hasattr(value, "isoformat") else value) for key, value in data.items()}

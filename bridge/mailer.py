@@ -43,6 +43,7 @@ from pathlib import Path
 
 import aiosmtplib
 
+from bridge._files import fsync_dir
 from bridge.errors import NotificationError
 from bridge.settings import MailSettings, RelaySettings
 
@@ -145,7 +146,7 @@ class MaildirMailer(Mailer):
         if not self._prepared:
             # Directories that may just have been created are durable only once their parents are synced.
             for directory in (root.parent, root, root / "tmp", root / "new"):
-                _fsync_dir(directory)
+                fsync_dir(directory)
         name = self._unique_name()
         tmp_path = root / "tmp" / name
         new_dir = root / "new"
@@ -162,16 +163,8 @@ class MaildirMailer(Mailer):
             tmp_path.unlink(missing_ok=True)
             raise
         # The rename is durable only once the directory holding the new entry is on disk.
-        _fsync_dir(new_dir)
+        fsync_dir(new_dir)
         self._prepared = True
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _maildir_bytes(message: EmailMessage, recipients: Sequence[str]) -> bytes:

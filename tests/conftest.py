@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import mailbox
 import os
 import tomllib
 import uuid
@@ -108,9 +111,9 @@ def settings(make_settings: SettingsFactory) -> Settings:
     return make_settings()
 
 
-@pytest.fixture
-async def running(settings: Settings) -> AsyncIterator[Any]:
-    """A bridge running in this event loop on a free port."""
+@contextlib.asynccontextmanager
+async def running_bridge(settings: Settings) -> AsyncIterator[Any]:
+    """A bridge running in this event loop with ``settings``; stopped on the way out."""
     from bridge.app import Bridge
 
     bridge = Bridge(settings)
@@ -119,6 +122,29 @@ async def running(settings: Settings) -> AsyncIterator[Any]:
         yield bridge
     finally:
         await bridge.stop()
+
+
+@pytest.fixture
+async def running(settings: Settings) -> AsyncIterator[Any]:
+    """A bridge running in this event loop on a free port."""
+    async with running_bridge(settings) as bridge:
+        yield bridge
+
+
+def maildir_bytes(settings: Settings) -> list[bytes]:
+    """Every mail the bridge wrote into its Maildir, as stored."""
+    assert settings.mail.maildir is not None
+    path = settings.path(settings.mail.maildir)
+    if not path.is_dir():
+        return []
+    box = mailbox.Maildir(path, create=False)
+    return [box.get_bytes(key) for key in box.iterkeys()]
+
+
+def outbox_submissions(settings: Settings) -> list[dict[str, Any]]:
+    """The local provider's submissions log: one record per fax sent."""
+    log = settings.path(settings.providers["local"]["outbox"]) / "submissions.log"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bridge._files import fsync_dir
 from bridge.errors import ProviderUnavailable, SubmissionUnknown
 from bridge.models import FaxStatus, InboundRef, OutboundFax, SendReceipt, StatusReport
 from bridge.providers.base import Capability, FaxProvider, ProviderContext, ProviderSettings
@@ -71,14 +72,6 @@ def _write_atomically(path: Path, data: bytes, *, exclusive: bool = False) -> No
             tmp.unlink()
     else:
         tmp.replace(path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalProvider(FaxProvider):
@@ -145,7 +138,7 @@ class LocalProvider(FaxProvider):
             log.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
             log.flush()
             os.fsync(log.fileno())
-        _fsync_dir(self.outbox)
+        fsync_dir(self.outbox)
 
     async def status(self, receipt: SendReceipt) -> StatusReport:
         """Read the outcome back from the sidecar."""

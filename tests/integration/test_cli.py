@@ -13,6 +13,7 @@ import pytest
 from bridge.cli import main
 from bridge.errors import ExitCode
 from bridge.settings import Settings
+from tests.conftest import running_bridge
 
 
 def config_of(settings: Settings) -> str:
@@ -73,15 +74,9 @@ def test_send_then_serve_delivers_it(settings: Settings, tmp_path: Path, capsys:
     assert listed["state"] == "received"
 
     async def run_bridge() -> None:
-        from bridge.app import Bridge
-
-        bridge = Bridge(settings)
-        await bridge.start()
-        try:
+        async with running_bridge(settings) as bridge:
             assert bridge.worker is not None
             await asyncio.wait_for(bridge.worker.wait_for_count("notice_sent", 1), 30)
-        finally:
-            await bridge.stop()
 
     asyncio.run(run_bridge())
     outbox = settings.path(settings.providers["local"]["outbox"])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import email
-import json
-import mailbox
 from collections.abc import AsyncIterator
 from email.policy import default
 from pathlib import Path
@@ -15,7 +13,7 @@ import pytest
 
 from bridge.errors import DestinationDenied
 from bridge.settings import Settings
-from tests.conftest import SettingsFactory
+from tests.conftest import SettingsFactory, maildir_bytes, outbox_submissions, running_bridge
 from tests.integration.smtp_client import atransact, make_message
 
 SENDER = "demo@example.com"
@@ -36,17 +34,11 @@ def outbox_files(settings: Settings) -> list[Path]:
 
 
 def submitted_numbers(settings: Settings) -> list[str]:
-    log = settings.path(settings.providers["local"]["outbox"]) / "submissions.log"
-    return [json.loads(line)["number"] for line in log.read_text().splitlines()] if log.exists() else []
+    return [record["number"] for record in outbox_submissions(settings)]
 
 
 def mails(settings: Settings) -> list[bytes]:
-    assert settings.mail.maildir is not None
-    path = settings.path(settings.mail.maildir)
-    if not path.exists():
-        return []
-    box = mailbox.Maildir(path, create=False)
-    return [box.get_bytes(key) for key in box.iterkeys()]
+    return maildir_bytes(settings)
 
 
 async def assert_no_trace(bridge: Any, settings: Settings) -> None:
@@ -58,8 +50,6 @@ async def assert_no_trace(bridge: Any, settings: Settings) -> None:
 @pytest.fixture
 async def restricted(make_settings: SettingsFactory) -> AsyncIterator[tuple[Any, Settings]]:
     """A bridge whose account may fax only to Germany, and not to +4940."""
-    from bridge.app import Bridge
-
     settings = make_settings(
         accounts=[
             {
@@ -72,12 +62,8 @@ async def restricted(make_settings: SettingsFactory) -> AsyncIterator[tuple[Any,
             }
         ]
     )
-    bridge = Bridge(settings)
-    await bridge.start()
-    try:
+    async with running_bridge(settings) as bridge:
         yield bridge, settings
-    finally:
-        await bridge.stop()
 
 
 @pytest.mark.parametrize("rcpt", [PREMIUM, "00499001234567@fax.localhost", "09001234567@fax.localhost"])

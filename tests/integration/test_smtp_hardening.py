@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bridge.settings import Settings
+from tests.conftest import running_bridge
 from tests.integration.smtp_client import atransact, make_message
 from tests.integration.test_spine import FAX, assert_nothing_happened
 
@@ -125,38 +126,31 @@ async def test_auto_submitted_no_is_a_person_writing(running: Any) -> None:
 
 
 async def test_connections_per_client_are_capped(make_settings: Any) -> None:
-    from bridge.app import Bridge
-
-    bridge = Bridge(make_settings(smtp={"listen_port": 0, "max_connections_per_client": 2}))
-    await bridge.start()
-    opened = []
-    try:
-        for _ in range(2):
+    settings = make_settings(smtp={"listen_port": 0, "max_connections_per_client": 2})
+    opened: list[asyncio.StreamWriter] = []
+    async with running_bridge(settings) as bridge:
+        try:
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection("127.0.0.1", bridge.address[1])
+                opened.append(writer)
+                assert (await asyncio.wait_for(reader.readline(), 30)).startswith(b"220")
             reader, writer = await asyncio.open_connection("127.0.0.1", bridge.address[1])
             opened.append(writer)
-            assert (await asyncio.wait_for(reader.readline(), 30)).startswith(b"220")
-        reader, writer = await asyncio.open_connection("127.0.0.1", bridge.address[1])
-        opened.append(writer)
-        assert (await asyncio.wait_for(reader.readline(), 30)).startswith(b"421 4.7.0")
-        assert await asyncio.wait_for(reader.read(), 30) == b""
-        # Once one session ends, a new one is welcome again.
-        opened[0].close()
-        await opened[0].wait_closed()
-        result = await atransact(bridge.address[1], "demo@example.com", [FAX], make_message().as_bytes())
-        assert result.data_code == 250
-    finally:
-        for writer in opened:
-            writer.close()
-        await bridge.stop()
+            assert (await asyncio.wait_for(reader.readline(), 30)).startswith(b"421 4.7.0")
+            assert await asyncio.wait_for(reader.read(), 30) == b""
+            # Once one session ends, a new one is welcome again.
+            opened[0].close()
+            await opened[0].wait_closed()
+            result = await atransact(bridge.address[1], "demo@example.com", [FAX], make_message().as_bytes())
+            assert result.data_code == 250
+        finally:
+            for writer in opened:
+                writer.close()
 
 
 async def test_repeated_refusals_cool_a_client_off(make_settings: Any) -> None:
-    from bridge.app import Bridge
-
     settings = make_settings(smtp={"listen_port": 0, "failure_limit": 3})
-    bridge = Bridge(settings)
-    await bridge.start()
-    try:
+    async with running_bridge(settings) as bridge:
         port = bridge.address[1]
         for guess in ("100", "200", "300"):
             result = await atransact(port, "demo@example.com", [f"{guess}@fax.localhost"], None)
@@ -166,8 +160,6 @@ async def test_repeated_refusals_cool_a_client_off(make_settings: Any) -> None:
         assert result.mail[0] == 450
         assert result.mail[1].startswith(b"4.7.1")
         assert await bridge.store.list_jobs() == []
-    finally:
-        await bridge.stop()
     assert_nothing_happened(settings)
 
 
@@ -175,13 +167,9 @@ async def test_repeated_refusals_cool_a_client_off(make_settings: Any) -> None:
 async def test_an_account_only_takes_mail_from_its_networks(
     make_settings: Any, networks: list[str], expected: int
 ) -> None:
-    from bridge.app import Bridge
-
     account = {"name": "demo", "provider": "local", "allowed_senders": ["demo@example.com"]}
     settings = make_settings(accounts=[{**account, "allowed_networks": networks}])
-    bridge = Bridge(settings)
-    await bridge.start()
-    try:
+    async with running_bridge(settings) as bridge:
         result = await atransact(bridge.address[1], "demo@example.com", [FAX], make_message().as_bytes())
         assert result.rcpts[0][0] == expected
         if expected == 550:
@@ -189,24 +177,16 @@ async def test_an_account_only_takes_mail_from_its_networks(
             assert await bridge.store.list_jobs() == []
         else:
             assert result.data_code == 250
-    finally:
-        await bridge.stop()
 
 
 async def test_an_account_may_allow_fewer_recipients(make_settings: Any) -> None:
-    from bridge.app import Bridge
-
     account = {"name": "demo", "provider": "local", "allowed_senders": ["demo@example.com"], "max_recipients": 1}
-    bridge = Bridge(make_settings(accounts=[account]))
-    await bridge.start()
-    try:
+    async with running_bridge(make_settings(accounts=[account])) as bridge:
         rcpts = [FAX, "+4940123456@fax.localhost"]
         result = await atransact(bridge.address[1], "demo@example.com", rcpts, make_message().as_bytes())
         assert [code for code, _ in result.rcpts] == [250, 452]
         assert result.rcpts[1][1].startswith(b"4.5.3")
         assert result.data_code == 250
-    finally:
-        await bridge.stop()
 
 
 @pytest.mark.parametrize(
@@ -220,16 +200,12 @@ async def test_an_account_may_allow_fewer_recipients(make_settings: Any) -> None
 async def test_an_account_can_require_the_upstream_verdict(
     make_settings: Any, verdict: str | None, expected: int
 ) -> None:
-    from bridge.app import Bridge
-
     account = {"name": "demo", "provider": "local", "allowed_senders": ["demo@example.com"]}
     settings = make_settings(
         smtp={"listen_port": 0, "authserv_id": "mx.example.net"},
         accounts=[{**account, "require_authentication": True}],
     )
-    bridge = Bridge(settings)
-    await bridge.start()
-    try:
+    async with running_bridge(settings) as bridge:
         message = make_message()
         if verdict is not None:
             name, _, value = verdict.partition(": ")
@@ -239,19 +215,13 @@ async def test_an_account_can_require_the_upstream_verdict(
         if expected == 550:
             assert result.data_text.startswith("5.7.26")
             assert await bridge.store.list_jobs() == []
-    finally:
-        await bridge.stop()
 
 
 async def test_acl_rules_decide_per_recipient(make_settings: Any) -> None:
-    from bridge.app import Bridge
-
     account = {"name": "demo", "provider": "local", "allowed_senders": ["demo@example.com"]}
     rules = [{"from_email": "demo@example.com", "received_from": "127.0.0.1/32", "destination": "+4930*"}]
     settings = make_settings(accounts=[{**account, "acl": rules}])
-    bridge = Bridge(settings)
-    await bridge.start()
-    try:
+    async with running_bridge(settings) as bridge:
         rcpts = [FAX, "+4940123456@fax.localhost"]
         result = await atransact(bridge.address[1], "demo@example.com", rcpts, make_message().as_bytes())
         assert [code for code, _ in result.rcpts] == [250, 550]
@@ -259,5 +229,3 @@ async def test_acl_rules_decide_per_recipient(make_settings: Any) -> None:
         assert result.data_code == 250
         [job] = await bridge.store.list_jobs()
         assert job.number == "+4930123456"
-    finally:
-        await bridge.stop()

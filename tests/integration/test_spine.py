@@ -6,7 +6,6 @@ import asyncio
 import email
 import io
 import json
-import mailbox
 import sqlite3
 from email.message import Message
 from email.policy import default
@@ -18,6 +17,7 @@ import pytest
 
 from bridge.models import JobState, NoticeState
 from bridge.settings import Settings
+from tests.conftest import maildir_bytes, outbox_submissions, running_bridge
 from tests.integration.smtp_client import atransact, make_message, send_and_vanish
 
 FAX = "+4930123456@fax.localhost"
@@ -30,19 +30,11 @@ def outbox(settings: Settings) -> Path:
 
 
 def submissions(settings: Settings) -> list[dict[str, Any]]:
-    log = outbox(settings) / "submissions.log"
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines()]
+    return outbox_submissions(settings)
 
 
 def notices(settings: Settings) -> list[Message]:
-    assert settings.mail.maildir is not None
-    path = settings.path(settings.mail.maildir)
-    if not path.exists():
-        return []
-    box = mailbox.Maildir(path, create=False)
-    return [email.message_from_bytes(box.get_bytes(key), policy=default) for key in box.iterkeys()]
+    return [email.message_from_bytes(raw, policy=default) for raw in maildir_bytes(settings)]
 
 
 def job_ids_from(reply: str) -> list[str]:
@@ -187,29 +179,19 @@ async def test_from_header_of_a_stranger_is_refused_at_data(running: Any, settin
 
 
 async def test_too_many_recipients(make_settings: Any) -> None:
-    from bridge.app import Bridge
-
     settings = make_settings(smtp={"listen_port": 0, "max_recipients": 2})
-    bridge = Bridge(settings)
-    await bridge.start()
-    try:
+    async with running_bridge(settings) as bridge:
         rcpts = ["+4930123451@fax.localhost", "+4930123452@fax.localhost", "+4930123453@fax.localhost"]
         result = await atransact(bridge.address[1], "demo@example.com", rcpts, make_message().as_bytes())
         assert [code for code, _ in result.rcpts] == [250, 250, 452]
         assert result.rcpts[2][1].startswith(b"4.5.3")
         assert result.data_code == 250
         assert len(job_ids_from(result.data_text)) == 2
-    finally:
-        await bridge.stop()
 
 
 async def test_too_big_is_552_534_declared_or_not(make_settings: Any) -> None:
-    from bridge.app import Bridge
-
     settings = make_settings(smtp={"listen_port": 0, "max_message_size": 50_000})
-    bridge = Bridge(settings)
-    await bridge.start()
-    try:
+    async with running_bridge(settings) as bridge:
         big = make_message(attachments=[("big.pdf", b"%PDF-1.4\n" + b"0" * 80_000, "application/pdf")]).as_bytes()
         declared = await atransact(bridge.address[1], "demo@example.com", [FAX], big, (f"SIZE={len(big)}",))
         assert declared.mail[0] == 552
@@ -218,8 +200,6 @@ async def test_too_big_is_552_534_declared_or_not(make_settings: Any) -> None:
         assert undeclared.data_code == 552
         assert undeclared.data_text.startswith("5.3.4")
         assert await bridge.store.list_jobs() == []
-    finally:
-        await bridge.stop()
 
 
 async def test_storage_failure_answers_451_and_keeps_nothing(running: Any, settings: Settings) -> None:
@@ -279,12 +259,8 @@ async def test_concurrent_sessions_are_all_stored(running: Any, settings: Settin
 
 
 async def test_the_spine_on_each_database(make_settings: Any, store_url: str) -> None:
-    from bridge.app import Bridge
-
     settings = make_settings(store={"url": store_url})
-    bridge = Bridge(settings)
-    await bridge.start()
-    try:
+    async with running_bridge(settings) as bridge:
         port = bridge.address[1]
         raw = make_message().as_bytes()
         sends = [atransact(port, "demo@example.com", [FAX, BUSY], raw)]
@@ -300,19 +276,13 @@ async def test_the_spine_on_each_database(make_settings: Any, store_url: str) ->
         assert sorted(j.state.value for j in jobs).count("delivered") == 9
         assert len(submissions(settings)) == 10
         assert len(notices(settings)) == 10
-    finally:
-        await bridge.stop()
 
 
 async def test_notices_go_to_the_relay_and_survive_its_hiccups(make_settings: Any, sink: Any) -> None:
-    from bridge.app import Bridge
-
     mail = {"maildir": None, "relay": {"host": sink.host, "port": sink.port, "starttls": "never", "timeout": 10}}
     settings = make_settings(mail=mail, worker={"poll_seconds": 0.2, "retry_initial_seconds": 0.2})
     sink.fail_next("DATA", "451 4.3.0 try again later")
-    bridge = Bridge(settings)
-    await bridge.start()
-    try:
+    async with running_bridge(settings) as bridge:
         message = make_message()
         result = await atransact(bridge.address[1], "demo@example.com", [FAX], message.as_bytes())
         assert result.data_code == 250
@@ -322,29 +292,17 @@ async def test_notices_go_to_the_relay_and_survive_its_hiccups(make_settings: An
         assert recorded.message["In-Reply-To"] == message["Message-ID"]
         assert recorded.message["Auto-Submitted"] == "auto-replied"
         assert "delivered" in str(recorded.message["Subject"])
-    finally:
-        await bridge.stop()
 
 
 async def test_an_intake_only_instance_stores_and_does_not_send(make_settings: Any) -> None:
-    from bridge.app import Bridge
-
     settings = make_settings(worker={"enabled": False})
-    bridge = Bridge(settings)
-    await bridge.start()
-    try:
+    async with running_bridge(settings) as bridge:
         result = await atransact(bridge.address[1], "demo@example.com", [FAX], make_message().as_bytes())
         assert result.data_code == 250
         [job] = await bridge.store.list_jobs()
         assert job.state == JobState.RECEIVED
-    finally:
-        await bridge.stop()
     assert submissions(settings) == []
     # A second instance with its worker on takes the job over.
-    sender = Bridge(make_settings())
-    await sender.start()
-    try:
+    async with running_bridge(make_settings()) as sender:
         await wait_count(sender, "notice_sent", 1)
         assert [s["job_id"] for s in submissions(settings)] == [job.job_id]
-    finally:
-        await sender.stop()

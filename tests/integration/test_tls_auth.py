@@ -17,7 +17,7 @@ import trustme
 from bridge.auth import hash_password
 from bridge.errors import ConfigError
 from bridge.settings import Settings
-from tests.conftest import SettingsFactory
+from tests.conftest import SettingsFactory, running_bridge
 from tests.integration.smtp_client import crlf, make_message
 from tests.integration.test_spine import FAX, assert_nothing_happened
 
@@ -92,14 +92,8 @@ def tls_settings(make_settings: SettingsFactory, tls: Tls) -> SettingsMaker:
 
 
 async def _run(settings: Settings) -> AsyncIterator[Any]:
-    from bridge.app import Bridge
-
-    bridge = Bridge(settings)
-    try:
-        await bridge.start()
+    async with running_bridge(settings) as bridge:
         yield bridge
-    finally:
-        await bridge.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ scripted way), never by patching the worker.
 from __future__ import annotations
 
 import asyncio
-import mailbox
+import email
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ from bridge.routing import Router
 from bridge.settings import Settings
 from bridge.stores.sql import SQLStore
 from bridge.worker import Worker, default_worker_id
+from tests.conftest import maildir_bytes
 from tests.integration.smtp_client import make_message
 
 
@@ -108,12 +109,7 @@ async def accept(settings: Settings, store: SQLStore, to: str = "+4930123456@fax
 
 
 def notice_subjects(settings: Settings) -> list[str]:
-    assert settings.mail.maildir is not None
-    path = settings.path(settings.mail.maildir)
-    if not path.is_dir():
-        return []
-    box = mailbox.Maildir(path, create=False)
-    return [str(box[key]["Subject"]) for key in box.iterkeys()]
+    return [str(email.message_from_bytes(raw)["Subject"]) for raw in maildir_bytes(settings)]
 
 
 async def test_happy_path_walks_every_state(settings: Settings, store: SQLStore, clock: Clock) -> None:
