@@ -38,6 +38,7 @@ attributes instead of testing types.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import ClassVar
 
 
@@ -109,19 +110,28 @@ class SenderNotAuthenticated(SenderNotAuthorized):
     smtp_reply: ClassVar[str] = "550 5.7.26 Sender not authenticated"
 
 
-class UnsupportedContent(MessageRejected):
+class _WithDocumentNotes(Exception):
+    """A refusal of a document that carries one line per part of the mail, for the sender's notice."""
+
+    def __init__(self, message: str, *, notes: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.notes: tuple[str, ...] = tuple(notes)
+        """Lines like ``"report.pdf: 3 pages"`` or ``"archive.zip: zip archives cannot be faxed"``."""
+
+
+class UnsupportedContent(_WithDocumentNotes, MessageRejected):
     """Nothing in the message can be faxed."""
 
     smtp_reply: ClassVar[str] = "554 5.6.1 Media not supported"
 
 
-class TooLarge(MessageRejected):
+class TooLarge(_WithDocumentNotes, MessageRejected):
     """The message or its document is over a configured limit."""
 
     smtp_reply: ClassVar[str] = "552 5.3.4 Message too big for system"
 
 
-class ConversionError(BridgeError):
+class ConversionError(_WithDocumentNotes, BridgeError):
     """A document could not be turned into fax pages; the message says why in words a sender understands."""
 
     exit_code: ClassVar[ExitCode] = ExitCode.DATAERR

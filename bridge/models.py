@@ -243,6 +243,8 @@ class JobUpdate:
     attempts: int | None = None
     pages: int | None = None
     document: bytes | None = None
+    preview: bytes | None = None
+    """A PNG of page 1 of ``document``, stored beside it for the notice."""
     provider_fax_id: str | None = None
     reason: str | None = None
     code: str | None = None

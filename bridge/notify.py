@@ -35,6 +35,7 @@ NOTICE_STATES: frozenset[JobState] = frozenset(
 """The job states a notice can be composed for."""
 
 # The sender's subject is echoed in ours; a mile-long subject would push ours out of view in a mail client.
+PREVIEW_FILENAME = "fax-page-1.png"
 _MAX_ECHOED_SUBJECT = 120
 # A Message-ID as RFC 5322 allows it: printable ASCII without spaces or angle brackets inside.
 _MSG_ID = re.compile(r"<?([!-;=?-~]+@[!-;=?-~]+)>?")
@@ -141,7 +142,7 @@ def _bullet(text: str) -> list[str]:
     )
 
 
-def _body(job: FaxJob, number: str, document_notes: Sequence[str]) -> str:
+def _body(job: FaxJob, number: str, document_notes: Sequence[str], *, with_preview: bool = False) -> str:
     reason = _one_line(job.reason or "")
     lines: list[str] = []
     if job.state == JobState.DELIVERED:
@@ -186,8 +187,10 @@ def _body(job: FaxJob, number: str, document_notes: Sequence[str]) -> str:
 
     notes = [_one_line(note) for note in document_notes if _one_line(note)]
     if notes:
-        lines += ["", "Documents:"]
+        lines += ["", "What was in your email:"]
         lines += [f"  {note}" for note in notes]
+    if with_preview:
+        lines += ["", f"Page 1 of the fax as it was sent is attached ({PREVIEW_FILENAME})."]
 
     advice = _advice(job.state)
     if advice:
@@ -212,7 +215,8 @@ def _advice(state: JobState) -> list[str]:
         ]
     if state == JobState.REJECTED:
         return [
-            "Attach the document as a PDF without a password, an image (JPEG, PNG or TIFF) or plain text.",
+            "Attach the document as a PDF without a password, an image (JPEG, PNG, TIFF, GIF, BMP or WebP), a"
+            " Word, Excel or OpenDocument file, or plain text; archives (zip, rar, 7z) are never opened.",
             "Then send your email again.",
         ]
     if state == JobState.QUARANTINED:
@@ -230,6 +234,7 @@ def compose_notice(
     to: Sequence[str],
     hostname: str,
     document_notes: Sequence[str] = (),
+    preview: bytes | None = None,
     now: datetime | None = None,
 ) -> EmailMessage:
     """Compose the notice telling the sender how ``job`` ended.
@@ -237,7 +242,9 @@ def compose_notice(
     ``job`` must be DELIVERED, FAILED, REJECTED or QUARANTINED (the provider's answer was lost and the fax
     was not resent; the notice calls this "uncertain"). ``to`` comes from ``notice_recipients``;
     ``hostname`` is the domain of the new ``Message-ID``; ``document_notes`` are lines such as
-    ``"report.pdf: 3 pages"``; ``now`` is the ``Date`` (default: the current time).
+    ``"report.pdf: 3 pages"``; ``preview`` is a PNG of page 1 of what was faxed, attached as
+    ``fax-page-1.png`` (never to a refusal: nothing was faxed); ``now`` is the ``Date`` (default: the current
+    time).
 
     Raises ``ValueError`` for another state or an empty ``to``.
     """
@@ -271,10 +278,13 @@ def compose_notice(
     message["X-Loop"] = _address_only(from_address)
     message["X-Faxbridge-Job"] = job.job_id
     message["X-Faxbridge-State"] = job.state.value
-    body = _body(job, number, document_notes)
+    attach_preview = preview is not None and job.state != JobState.REJECTED
+    body = _body(job, number, document_notes, with_preview=attach_preview)
     # Quoted-printable only when needed: a plain ASCII notice stays readable as raw text, and a non-ASCII one
     # survives relays without 8BITMIME.
     message.set_content(body, charset="utf-8", cte=None if body.isascii() else "quoted-printable")
+    if attach_preview and preview is not None:
+        message.add_attachment(preview, maintype="image", subtype="png", filename=PREVIEW_FILENAME)
     return message
 
 

@@ -122,6 +122,25 @@ class WorkerSettings(_Section):
     """On SIGTERM, how long in-flight jobs may finish before their leases are released."""
 
 
+class DocumentSettings(_Section):
+    """Converting what senders attach: each mail in a child process of its own, under these limits."""
+
+    concurrency: int = Field(default=2, ge=1)
+    """Conversions running at once; each child may use up to ``memory_mb``."""
+    cpu_seconds: int = Field(default=60, ge=1)
+    """Processor time one mail may take to convert; past it the child is stopped and the mail refused."""
+    memory_mb: int = Field(default=1024, ge=256)
+    """Address space of a conversion child, in MiB; a document needing more is refused."""
+    timeout_seconds: float = Field(default=120.0, gt=0)
+    """Wall-clock time one mail may take to convert, LibreOffice included."""
+    office_timeout_seconds: float = Field(default=60.0, gt=0)
+    """Wall-clock time for one LibreOffice conversion (it starts with a fresh profile each time)."""
+    office_memory_mb: int = Field(default=4096, ge=512)
+    """Address space for LibreOffice, which maps far more than it uses."""
+    preview: bool = True
+    """Attach a small picture of page 1 to the notice of a fax that was sent."""
+
+
 class RelaySettings(_Section):
     """A mail relay that takes every mail the bridge writes."""
 
@@ -242,6 +261,12 @@ class AccountSettings(_Section):
     notify_extra: list[str] = Field(default_factory=list)
     """Addresses that get a copy of every notice."""
     paper: Literal["a4", "letter"] = "a4"
+    max_pages: int = Field(default=50, ge=1, le=10000)
+    """The longest fax this account may send; a longer one is refused before anything is sent."""
+    cover: Literal["none", "body", "page"] = "body"
+    """What the mail text becomes: ``body`` its own first page(s); ``page`` a cover page with from, to, subject,
+    date, page count and the text; ``none`` nothing when documents are attached (a mail that is only text is
+    still faxed)."""
     allowed_networks: list[IPv4Network | IPv6Network] = Field(default_factory=list)
     """Client addresses (networks such as ``192.0.2.0/24`` or single hosts) this account's mail may come from;
     empty means any. Mail from elsewhere is refused with ``550 5.7.1`` at RCPT."""
@@ -299,6 +324,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = SmtpSettings()
     store: StoreSettings = StoreSettings()
     worker: WorkerSettings = WorkerSettings()
+    documents: DocumentSettings = DocumentSettings()
     mail: MailSettings
     providers: dict[str, dict[str, Any]] = Field(min_length=1)
     """``[providers.NAME]`` sections; each has a ``type`` naming the adapter (``local``, ``ifax``…)."""

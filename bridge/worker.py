@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -32,7 +33,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bridge.converters import ConversionResult, convert_message
+from bridge.converters import ConversionOptions, ConversionResult, CoverInfo
+from bridge.converters.sandbox import ConverterStopped, Limits, Sandbox
 from bridge.errors import (
     BridgeError,
     ConversionError,
@@ -60,12 +62,14 @@ from bridge.models import (
 )
 from bridge.notify import compose_notice, notice_recipients
 from bridge.providers.base import Capability, FaxProvider
+from bridge.routing import format_number
 from bridge.settings import Settings
 from bridge.stores.base import JobStore
 
 log = logging.getLogger(__name__)
 
-Converter = Callable[..., ConversionResult]
+Converter = Callable[[bytes, ConversionOptions], Awaitable[ConversionResult]]
+"""Turns a raw mail into a fax document; the production one is ``Sandbox.convert`` (a child process per mail)."""
 Clock = Callable[[], datetime]
 
 # A job whose provider has no status call stays SUBMITTED; this keeps it from being picked up again.
@@ -132,7 +136,7 @@ class Worker:
         *,
         worker_id: str | None = None,
         clock: Clock = _utcnow,
-        converter: Converter = convert_message,
+        converter: Converter | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -140,6 +144,20 @@ class Worker:
         self._mailer = mailer
         self.worker_id = worker_id or default_worker_id()
         self._clock = clock
+        if converter is None:
+            documents = settings.documents
+            self.sandbox: Sandbox | None = Sandbox(
+                Limits(
+                    cpu_seconds=documents.cpu_seconds,
+                    memory_bytes=documents.memory_mb * 1024 * 1024,
+                    timeout_seconds=documents.timeout_seconds,
+                    office_memory_bytes=documents.office_memory_mb * 1024 * 1024,
+                ),
+                concurrency=documents.concurrency,
+            )
+            converter = self.sandbox.convert
+        else:
+            self.sandbox = None
         self._convert = converter
         self._lease = timedelta(seconds=settings.worker.lease_seconds)
         self._wake = asyncio.Event()
@@ -355,23 +373,52 @@ class Worker:
 
     async def _convert_job(self, job: FaxJob) -> _Step:
         raw = await self._store.get_message(job.message_id)
-        paper = self._settings.account(job.account).paper if self._has_account(job) else "a4"
         try:
-            result = await asyncio.to_thread(self._convert, raw, paper=paper)
+            result = await self._convert(raw, self._conversion_options(job))
+        except ConverterStopped as exc:
+            # Not the document's fault (the bridge is stopping): convert it again a little later.
+            log.warning("job %s: conversion interrupted (%s); it will be converted again", job.job_id, exc)
+            delay = timedelta(seconds=self._settings.worker.retry_initial_seconds)
+            return _Step(JobUpdate(next_attempt_at=self._clock() + delay), proceed=False)
         except (ConversionError, MessageRejected) as exc:
             log.info("job %s: document refused: %s", job.job_id, exc)
-            return self._finish(JobState.REJECTED, reason=str(exc))
+            notes = list(getattr(exc, "notes", ()))
+            return self._finish(JobState.REJECTED, reason=str(exc), extra={"notes": notes} if notes else None)
         log.info("job %s: converted, %d page(s)", job.job_id, result.pages)
         self._documents[job.job_id] = result.document
         return _Step(
             JobUpdate(
                 state=JobState.READY,
                 document=result.document,
+                preview=result.preview,
                 pages=result.pages,
                 detail={"notes": list(result.notes)},
                 next_attempt_at=self._clock(),
             ),
             proceed=True,
+        )
+
+    def _conversion_options(self, job: FaxJob) -> ConversionOptions:
+        documents = self._settings.documents
+        base = ConversionOptions(
+            office_timeout=documents.office_timeout_seconds,
+            office_memory=documents.office_memory_mb * 1024 * 1024,
+            preview=documents.preview,
+        )
+        if not self._has_account(job):
+            return base
+        account = self._settings.account(job.account)
+        return dataclasses.replace(
+            base,
+            paper=account.paper,
+            max_pages=account.max_pages,
+            cover=account.cover,
+            cover_info=CoverInfo(
+                sender=job.sender,
+                recipient=format_number(job.number),
+                subject=job.subject,
+                date=job.created_at.astimezone(UTC).strftime("%d %B %Y, %H:%M UTC"),
+            ),
         )
 
     async def _submit(self, job: FaxJob) -> _Step:
@@ -505,12 +552,16 @@ class Worker:
             return _Step(JobUpdate(notice=NoticeState.SENT), proceed=True)
         mail = self._settings.mail
         notes = job.detail.get("notes", [])
+        preview = None
+        if self._settings.documents.preview and job.state != JobState.REJECTED:
+            preview = await self._store.get_preview(job.job_id)
         message = compose_notice(
             job,
             from_address=mail.from_address,
             to=recipients,
             hostname=self._settings.smtp.hostname,
             document_notes=[str(note) for note in notes] if isinstance(notes, list) else [],
+            preview=preview,
             now=self._clock(),
         )
         tries = int(job.detail.get("notice_attempts", 0)) + 1

@@ -4,18 +4,41 @@ The result is a flat list: the message text first (when it has any content), the
 order it appears. Every part is classified here, by its bytes rather than its declared type where that
 matters, so the converters downstream never see a part they are not meant to read.
 
-Nothing in this module decodes an image or parses a PDF; it only reads MIME structure and decodes text.
+Nothing in this module decodes an image or parses a PDF; it reads MIME structure, decodes text, sniffs magic
+bytes and unpacks Outlook's winmail.dat (whose files are classified like any other attachment). It runs inside
+the conversion sandbox, like every step that reads what the sender sent.
 """
 
 from __future__ import annotations
 
-import codecs
 import re
 import unicodedata
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
-from html.parser import HTMLParser
 from typing import Final
+
+from bridge.converters.charset import decode_text
+from bridge.converters.html import html_to_text
+from bridge.converters.image import sniff_image, unsupported_image_format
+from bridge.converters.office import OFFICE_EXTENSIONS, sniff_office
+from bridge.converters.tnef import tnef_refusal_reason, unpack_tnef
+
+__all__ = [
+    "BODY_NAME",
+    "ImagePart",
+    "MimeStructureError",
+    "OfficePart",
+    "Part",
+    "PdfPart",
+    "RefusedPart",
+    "SkippedPart",
+    "TextPart",
+    "classify",
+    "extract_parts",
+    "html_to_text",
+    "repair_boundary",
+    "sanitize_filename",
+]
 
 # Postfix refuses mail nested deeper than 100 levels (mime_nesting_limit); real mail is a handful deep.
 MAX_MIME_DEPTH: Final = 100
@@ -28,8 +51,6 @@ EXTRA_TEXT_NAME: Final = "additional message text"
 _PDF_MAGIC: Final = b"%PDF-"
 # The PDF specification lets readers accept junk before the header; Acrobat looks at the first 1024 bytes.
 _PDF_MAGIC_WINDOW: Final = 1024
-_JPEG_MAGIC: Final = b"\xff\xd8\xff"
-_PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +63,7 @@ class TextPart:
 
 @dataclass(frozen=True, slots=True)
 class PdfPart:
-    """A PDF attachment (declared or sniffed) that passes through as vector pages."""
+    """A PDF attachment (declared or sniffed); its pages are normalised to the fax paper, not rasterised."""
 
     name: str
     data: bytes
@@ -50,21 +71,45 @@ class PdfPart:
 
 @dataclass(frozen=True, slots=True)
 class ImagePart:
-    """A JPEG or PNG image (sniffed by its magic bytes, or declared as one) that becomes one page."""
+    """An image in one of the formats the image converter opens (sniffed, or declared as one)."""
 
     name: str
     data: bytes
 
 
 @dataclass(frozen=True, slots=True)
+class OfficePart:
+    """A word-processor or spreadsheet file for LibreOffice; ``extension`` is the type it is converted as."""
+
+    name: str
+    data: bytes
+    extension: str
+
+
+@dataclass(frozen=True, slots=True)
 class SkippedPart:
-    """A part that is not faxed; ``reason`` completes the sentence "<name>: skipped, <reason>"."""
+    """A part that is deliberately not faxed (a signature, a contact card, a logo…); the fax goes ahead.
+
+    ``reason`` completes the sentence "<name>: not faxed, <reason>".
+    """
 
     name: str
     reason: str
 
 
-Part = TextPart | PdfPart | ImagePart | SkippedPart
+@dataclass(frozen=True, slots=True)
+class RefusedPart:
+    """A part the sender meant to fax that cannot be faxed (an archive, an unknown format…).
+
+    One refused part refuses the whole fax: a fax with a document silently missing is worse than no fax.
+    ``reason`` completes the sentence "<name>: <reason>".
+    """
+
+    name: str
+    reason: str
+
+
+Part = TextPart | PdfPart | ImagePart | OfficePart | SkippedPart | RefusedPart
 
 
 class MimeStructureError(Exception):
@@ -125,13 +170,14 @@ class _Walker:
         if part is self._body:
             return
         if part.get_content_maintype() == "message":
-            # A forwarded or attached e-mail (or a bounce report). Faxing its contents is a later feature.
+            # A forwarded or attached e-mail (or a report). The sender meant something by attaching it, and
+            # its layout is not a document's: refuse it rather than fax a guess.
             reason = (
-                "attached e-mails cannot be faxed"
+                "attached e-mails cannot be faxed; please forward the message itself, or attach it as a PDF"
                 if part.get_content_type() in ("message/rfc822", "message/global")
                 else "this kind of attachment cannot be faxed"
             )
-            self._parts.append(SkippedPart(self._name(part), reason))
+            self._parts.append(RefusedPart(self._name(part), reason))
             return
         if part.is_multipart():
             self._walk_multipart(part)
@@ -170,45 +216,56 @@ class _Walker:
         if part.get_content_maintype() == "multipart":
             # Declared multipart, but the parser found no parts: the boundary is missing or wrong.
             self._parts.append(
-                SkippedPart(f"a {ctype} section", "the mail's MIME structure is broken, so it cannot be read")
+                RefusedPart(f"a {ctype} section", "the mail's MIME structure is broken, so it cannot be read")
             )
             return
         payload = _payload_bytes(part)
         name = self._name(part)
-        head = payload[:_PDF_MAGIC_WINDOW]
-        filename = (part.get_filename() or "").lower()
-        # Sniff first: the declared type is whatever the sender's mail program guessed.
-        if _PDF_MAGIC in head:
-            self._parts.append(PdfPart(name, payload))
+        if _is_tnef(payload, ctype, part.get_filename() or ""):
+            self._unpack_tnef(name, payload)
             return
-        if head.startswith((_JPEG_MAGIC, _PNG_MAGIC)):
-            self._parts.append(ImagePart(name, payload))
+        found = classify(
+            name,
+            payload,
+            content_type=ctype,
+            filename=part.get_filename() or "",
+            charset=part.get_content_charset(),
+            named=bool(part.get_filename()),
+        )
+        if found is not None:
+            self._parts.append(found)
+
+    def _unpack_tnef(self, name: str, payload: bytes) -> None:
+        # Outlook's winmail.dat: its files are classified like any other attachment, under their own names.
+        try:
+            contents = unpack_tnef(payload)
+        except Exception as exc:
+            self._parts.append(RefusedPart(name, tnef_refusal_reason(exc)))
             return
-        other_image = _other_image_format(head)
-        if other_image is not None:
-            self._parts.append(SkippedPart(name, f"{other_image} images cannot be faxed yet"))
-            return
-        if ctype == "application/pdf" or filename.endswith(".pdf"):
-            # Declared as a PDF but without a PDF header: let the PDF reader say it is damaged.
-            self._parts.append(PdfPart(name, payload))
-            return
-        if ctype in ("image/jpeg", "image/jpg", "image/pjpeg", "image/png") or filename.endswith(
-            (".jpg", ".jpeg", ".png")
-        ):
-            # Declared as JPEG/PNG but not one: the image reader will refuse it as damaged.
-            self._parts.append(ImagePart(name, payload))
-            return
-        if ctype == "text/plain" or (filename.endswith(".txt") and b"\x00" not in payload):
-            text = _decode_text(payload, part.get_content_charset())
-            if text.strip():
-                self._parts.append(TextPart(name, text))
-            elif part.get_filename():
-                self._parts.append(SkippedPart(name, "the file is empty"))
-            # An unnamed empty text part is mail-program padding (Apple Mail adds them around pictures).
-            return
-        if not payload and not part.get_filename():
-            return
-        self._parts.append(SkippedPart(name, _skip_reason(ctype, filename)))
+        if contents.body and contents.body.strip() and not self._has_body_text():
+            self._parts.insert(0, TextPart(BODY_NAME, contents.body))
+        for note in contents.skipped:
+            self._parts.append(SkippedPart(name, note))
+        for inner in contents.files:
+            inner_name = f"{inner.name} (from {name})"
+            if _is_tnef(inner.data, "", inner.name):
+                self._parts.append(RefusedPart(inner_name, "a winmail.dat inside a winmail.dat cannot be faxed"))
+                continue
+            found = classify(
+                inner_name,
+                inner.data,
+                content_type="application/octet-stream",
+                filename=inner.name,
+                charset=None,
+                named=True,
+            )
+            if found is not None:
+                self._parts.append(found)
+        if not contents.files and not (contents.body and contents.body.strip()):
+            self._parts.append(SkippedPart(name, "the winmail.dat file holds no document"))
+
+    def _has_body_text(self) -> bool:
+        return any(isinstance(p, TextPart) and p.name == BODY_NAME for p in self._parts)
 
     def _name(self, part: Message) -> str:
         """A name the sender recognises: the sanitised file name, else a description of the part."""
@@ -311,7 +368,7 @@ def _find_body(msg: EmailMessage) -> Message | None:
 
 
 def _body_text(part: Message) -> str:
-    text = _decode_text(_payload_bytes(part), part.get_content_charset())
+    text = decode_text(_payload_bytes(part), part.get_content_charset())
     if part.get_content_type() == "text/html":
         return html_to_text(text)
     return text
@@ -324,154 +381,126 @@ def _payload_bytes(part: Message) -> bytes:
     return payload if isinstance(payload, bytes) else b""
 
 
-def _decode_text(payload: bytes, charset: str | None) -> str:
-    """Decode text bytes: the declared charset, else UTF-8, else the declared charset with replacements.
+_TNEF_MAGIC: Final = b"\x78\x9f\x3e\x22"
+_TNEF_TYPES: Final = ("application/ms-tnef", "application/vnd.ms-tnef")
 
-    Mail often declares us-ascii or latin-1 while carrying UTF-8, and sometimes an unknown charset name.
+
+def _is_tnef(payload: bytes, ctype: str, filename: str) -> bool:
+    return payload.startswith(_TNEF_MAGIC) or ctype in _TNEF_TYPES or filename.lower() == "winmail.dat"
+
+
+def classify(
+    name: str,
+    payload: bytes,
+    *,
+    content_type: str,
+    filename: str,
+    charset: str | None,
+    named: bool,
+) -> Part | None:
+    """Decide what one file becomes: pages of some kind, a skipped part, a refused part, or nothing.
+
+    The bytes are sniffed first, because the declared type is whatever the sender's mail program guessed;
+    the declared type and the file name decide only when the bytes say nothing. ``None`` means the part is
+    mail-program padding (empty and unnamed) and is not mentioned at all.
     """
-    declared = "utf-8"
-    if charset:
-        try:
-            declared = codecs.lookup(charset).name
-        except LookupError:
-            declared = "utf-8"
-    for encoding, errors in ((declared, "strict"), ("utf-8", "strict"), (declared, "replace")):
-        try:
-            text = payload.decode(encoding, errors)
-        except (UnicodeDecodeError, LookupError):
-            continue
-        return text
-    return payload.decode("latin-1")
+    lowered = filename.lower()
+    head = payload[:_PDF_MAGIC_WINDOW]
+    if _PDF_MAGIC in head:
+        return PdfPart(name, payload)
+    if sniff_image(head) is not None:
+        return ImagePart(name, payload)
+    unsupported = unsupported_image_format(head)
+    if unsupported is not None:
+        return RefusedPart(name, f"this image format ({unsupported}) cannot be faxed; please send JPEG, PNG or PDF")
+    extension = sniff_office(head, lowered, content_type)
+    if extension is not None:
+        return OfficePart(name, payload, extension)
+    if content_type == "application/pdf" or lowered.endswith(".pdf"):
+        # Declared as a PDF but without a PDF header: let the PDF reader say it is damaged.
+        return PdfPart(name, payload)
+    if content_type in _DECLARED_IMAGE_TYPES or lowered.endswith(_IMAGE_ENDINGS):
+        # Declared as a faxable image but not one by its bytes: the image reader will say it is damaged.
+        return ImagePart(name, payload)
+    if lowered.endswith(tuple(OFFICE_EXTENSIONS)):
+        # Named like an office file but not one by its bytes: LibreOffice will say whether it can read it.
+        return OfficePart(name, payload, next(ext for ext in OFFICE_EXTENSIONS if lowered.endswith(ext)))
+    if content_type == "text/plain" or (lowered.endswith(".txt") and b"\x00" not in payload):
+        text = decode_text(payload, charset)
+        if text.strip():
+            return TextPart(name, text)
+        # An unnamed empty text part is mail-program padding (Apple Mail adds them around pictures).
+        return SkippedPart(name, "the file is empty") if named else None
+    if not payload and not named:
+        return None
+    for types, endings, reason in _NOT_FAXED:
+        if content_type in types or (lowered and lowered.endswith(endings)):
+            return SkippedPart(name, reason)
+    for types, endings, reason in _REFUSED:
+        if content_type in types or (lowered and lowered.endswith(endings)):
+            return RefusedPart(name, reason)
+    if not payload:
+        return SkippedPart(name, "the file is empty")
+    if content_type.startswith("image/"):
+        return RefusedPart(name, "this image format cannot be faxed; please send JPEG, PNG or PDF")
+    return RefusedPart(name, "this kind of attachment cannot be faxed; please send a PDF")
 
 
-def _other_image_format(head: bytes) -> str | None:
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "GIF"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "TIFF"
-    if head.startswith(b"BM"):
-        return "BMP"
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return "WebP"
-    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
-        return "HEIC/AVIF"
-    return None
+_DECLARED_IMAGE_TYPES: Final = frozenset(
+    {
+        "image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/gif", "image/bmp", "image/x-bmp",
+        "image/x-ms-bmp", "image/webp", "image/tiff", "image/tif",
+    }
+)  # fmt: skip
+_IMAGE_ENDINGS: Final = (".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
-
-_SKIP_REASONS: Final[tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...]] = (
-    # (content types, file name endings, reason)
+# (content types, file name endings, reason): parts that carry no page of the document, listed as not faxed.
+_Rule = tuple[tuple[str, ...], tuple[str, ...], str]
+_NOT_FAXED: Final[tuple[_Rule, ...]] = (
+    (
+        (
+            "application/pkcs7-signature",
+            "application/x-pkcs7-signature",
+            "application/pgp-signature",
+            "application/pgp-keys",
+        ),
+        (".p7s", ".asc", ".sig", ".gpg"),
+        "digital signatures and keys are not faxed",
+    ),
+    (("text/vcard", "text/x-vcard", "text/directory"), (".vcf", ".vcard"), "contact cards are not faxed"),
+    (("text/calendar", "application/ics"), (".ics", ".vcs"), "calendar invitations are not faxed"),
+)
+# Parts the sender meant to fax that cannot be faxed; each refuses the fax.
+_REFUSED: Final[tuple[_Rule, ...]] = (
     (
         ("application/zip", "application/x-zip-compressed", "application/x-zip"),
         (".zip",),
-        "zip archives cannot be faxed",
+        "zip archives cannot be faxed (they are never opened); please attach the documents themselves",
     ),
     (
         (
             "application/x-rar-compressed",
             "application/vnd.rar",
+            "application/x-rar",
             "application/x-7z-compressed",
             "application/gzip",
             "application/x-gzip",
             "application/x-tar",
+            "application/x-bzip2",
+            "application/x-xz",
         ),
-        (".rar", ".7z", ".gz", ".tgz", ".tar"),
-        "archives cannot be faxed",
+        (".rar", ".7z", ".gz", ".tgz", ".tar", ".bz2", ".xz"),
+        "archives cannot be faxed (they are never opened); please attach the documents themselves",
     ),
     (
-        ("application/pkcs7-signature", "application/x-pkcs7-signature", "application/pgp-signature"),
-        (".p7s", ".asc", ".sig"),
-        "digital signatures are not faxed",
+        ("application/pkcs7-mime", "application/x-pkcs7-mime", "application/pgp-encrypted"),
+        (".p7m", ".pgp"),
+        "encrypted attachments cannot be faxed",
     ),
-    (("text/vcard", "text/x-vcard"), (".vcf",), "contact cards cannot be faxed"),
-    (("text/calendar",), (".ics",), "calendar invitations cannot be faxed"),
-    (("application/ms-tnef", "application/vnd.ms-tnef"), ("winmail.dat",), "Outlook winmail.dat files cannot be faxed"),
+    (("application/vnd.ms-outlook",), (".msg", ".eml"), "attached e-mails cannot be faxed; please attach a PDF"),
     (
-        (
-            "application/msword",
-            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-            "application/vnd.oasis.opendocument.text",
-            "application/rtf",
-            "text/rtf",
-            "application/vnd.ms-excel",
-            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-            "application/vnd.oasis.opendocument.spreadsheet",
-        ),
-        (".doc", ".docx", ".odt", ".rtf", ".xls", ".xlsx", ".ods"),
-        "office documents cannot be faxed yet; please send a PDF",
+        ("text/html", "application/xhtml+xml"),
+        (".html", ".htm", ".xhtml"),
+        "HTML files cannot be faxed; please send a PDF",
     ),
-    (("text/html",), (".html", ".htm"), "HTML files cannot be faxed; please send a PDF"),
 )
-
-
-def _skip_reason(ctype: str, filename: str) -> str:
-    for types, endings, reason in _SKIP_REASONS:
-        if ctype in types or (filename and filename.endswith(endings)):
-            return reason
-    if ctype.startswith("image/"):
-        return "this kind of image cannot be faxed"
-    return "this kind of attachment cannot be faxed"
-
-
-class _HtmlText(HTMLParser):
-    """A crude HTML-to-text reader: block elements become line breaks, scripts and styles vanish."""
-
-    _BLOCK: Final = frozenset(
-        {
-            "address", "article", "aside", "blockquote", "div", "dl", "dt", "dd", "fieldset", "figure",
-            "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav",
-            "ol", "p", "pre", "section", "table", "tr", "ul",
-        }
-    )  # fmt: skip
-    _HIDDEN: Final = frozenset({"head", "script", "style", "title", "template", "noscript"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self._out: list[str] = []
-        self._hidden = 0
-        self._pre = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._HIDDEN:
-            self._hidden += 1
-        elif tag == "br":
-            self._out.append("\n")
-        elif tag in ("td", "th"):
-            self._out.append("  ")
-        elif tag in self._BLOCK:
-            self._out.append("\n")
-            if tag == "li":
-                self._out.append("• ")
-            elif tag == "pre":
-                self._pre += 1
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._HIDDEN:
-            self._hidden = max(0, self._hidden - 1)
-        elif tag in self._BLOCK:
-            self._out.append("\n")
-            if tag == "pre":
-                self._pre = max(0, self._pre - 1)
-
-    def handle_data(self, data: str) -> None:
-        if self._hidden:
-            return
-        data = data.replace("\x00", "")
-        if self._pre:
-            # Preformatted text keeps its spaces; mark them so that text() does not strip them.
-            self._out.append(data.replace(" ", "\x00"))
-        else:
-            # Outside <pre>, HTML collapses runs of whitespace (including newlines) into one space.
-            self._out.append(re.sub(r"\s+", " ", data))
-
-    def text(self) -> str:
-        lines = (line.strip() for line in "".join(self._out).split("\n"))
-        text = "\n".join(lines).replace("\x00", " ")
-        return re.sub(r"\n{3,}", "\n\n", text).strip()
-
-
-def html_to_text(html: str) -> str:
-    """Turn an HTML mail body into readable plain text (paragraphs and line breaks kept, markup dropped)."""
-    parser = _HtmlText()
-    parser.feed(html)
-    parser.close()
-    return parser.text()

@@ -48,6 +48,10 @@ class JobStore(ABC):
         """Return the job's fax-ready PDF, or ``None`` before it was converted."""
 
     @abstractmethod
+    async def get_preview(self, job_id: str) -> bytes | None:
+        """Return the PNG preview of page 1 of the job's document, or ``None`` when there is none."""
+
+    @abstractmethod
     async def acquire_jobs(self, worker_id: str, lease: timedelta, limit: int) -> list[LeasedJob]:
         """Claim up to ``limit`` due jobs for ``worker_id`` until now + ``lease``; oldest due first."""
 

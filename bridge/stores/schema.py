@@ -12,6 +12,9 @@ Tables:
     worker's "what is due" query reads one small index instead of every finished job ever stored.
 ``documents``
     The fax-ready PDF of a job, kept apart so that job rows stay small and retention can delete PDFs alone.
+``previews``
+    A small PNG of page 1 of a job's document, for its notice; a table of its own (rather than a column of
+    ``documents``) so that databases made before previews existed gain it without a migration.
 ``dedupe_keys``
     One row per dedupe key: the job that owns it and when it was claimed. No foreign key to ``jobs``: the key
     is claimed before its job row is inserted, in the same transaction.
@@ -146,6 +149,14 @@ documents = sa.Table(
     metadata,
     sa.Column("job_id", sa.String(ID_LENGTH), sa.ForeignKey("jobs.job_id"), primary_key=True),
     sa.Column("pdf", sa.LargeBinary, nullable=False),
+    sa.Column("stored_at", UTCDateTime, nullable=False),
+)
+
+previews = sa.Table(
+    "previews",
+    metadata,
+    sa.Column("job_id", sa.String(ID_LENGTH), sa.ForeignKey("jobs.job_id"), primary_key=True),
+    sa.Column("png", sa.LargeBinary, nullable=False),
     sa.Column("stored_at", UTCDateTime, nullable=False),
 )
 

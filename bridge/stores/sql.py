@@ -100,7 +100,7 @@ from bridge.models import (
 )
 from bridge.stores import schema
 from bridge.stores.base import JobStore
-from bridge.stores.schema import dedupe_keys, documents, jobs, messages
+from bridge.stores.schema import dedupe_keys, documents, jobs, messages, previews
 
 __all__ = ["SQLStore"]
 
@@ -222,6 +222,8 @@ _DOCUMENT = (
     .select_from(jobs.outerjoin(documents, documents.c.job_id == jobs.c.job_id))
     .where(jobs.c.job_id == sa.bindparam("job_id"))
 )
+
+_PREVIEW = sa.select(previews.c.png).where(previews.c.job_id == sa.bindparam("job_id"))
 
 _NEXT_DUE = sa.select(sa.func.min(jobs.c.next_attempt_at)).where(jobs.c.pending == sa.true())
 
@@ -559,6 +561,11 @@ class SQLStore(JobStore):
             index_elements=[documents.c.job_id],
             set_={"pdf": upsert.excluded.pdf, "stored_at": upsert.excluded.stored_at},
         )
+        upsert_preview = self._insert(previews)
+        self._store_preview = upsert_preview.on_conflict_do_update(
+            index_elements=[previews.c.job_id],
+            set_={"png": upsert_preview.excluded.png, "stored_at": upsert_preview.excluded.stored_at},
+        )
 
     @property
     def engine(self) -> Engine:
@@ -791,6 +798,15 @@ class SQLStore(JobStore):
             raise JobNotFound(f"No job with id {job_id!r} exists.")
         return None if row.pdf is None else bytes(row.pdf)
 
+    async def get_preview(self, job_id: str) -> bytes | None:
+        """Return the PNG preview of page 1 of the job's document, or ``None`` when there is none."""
+        row = await self._run(
+            f"read the preview of job {job_id}",
+            lambda conn: conn.execute(_PREVIEW, {"job_id": job_id}).one_or_none(),
+            write=False,
+        )
+        return None if row is None else bytes(row.png)
+
     # -- workers -------------------------------------------------------------------------------------------
 
     async def acquire_jobs(self, worker_id: str, lease: timedelta, limit: int) -> list[LeasedJob]:
@@ -885,6 +901,8 @@ class SQLStore(JobStore):
         ).one()
         if update.document is not None:
             conn.execute(self._store_document, {"job_id": job_id, "pdf": update.document, "stored_at": now})
+        if update.preview is not None:
+            conn.execute(self._store_preview, {"job_id": job_id, "png": update.preview, "stored_at": now})
         return _to_job(stored, message=row)
 
     @staticmethod

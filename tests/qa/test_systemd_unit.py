@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from bridge.errors import ExitCode
 from bridge.settings import (
     AccountSettings,
+    DocumentSettings,
     MailSettings,
     RelaySettings,
     Settings,
@@ -281,12 +282,13 @@ def _field_names(model: type[BaseModel], *, skip: set[str] | None = None) -> set
 
 def test_example_config_lists_every_setting() -> None:
     found = _keys_by_section(EXAMPLE_TOML.read_text(encoding="utf-8"))
-    sections = {"smtp", "store", "worker", "mail", "providers", "accounts", "config_file"}
+    sections = {"smtp", "store", "worker", "documents", "mail", "providers", "accounts", "config_file"}
     expected: dict[str, set[str]] = {
         "": _field_names(Settings, skip=sections),
         "smtp": _field_names(SmtpSettings),
         "store": _field_names(StoreSettings),
         "worker": _field_names(WorkerSettings),
+        "documents": _field_names(DocumentSettings),
         "mail": _field_names(MailSettings, skip={"relay"}),
         "mail.relay": _field_names(RelaySettings),
         "accounts": _field_names(AccountSettings),
