@@ -149,10 +149,36 @@ async def _check(settings: Settings, out: TextIO) -> int:
                 f"account {account.name}: {account.provider}, senders {', '.join(account.allowed_senders)}",
                 file=out,
             )
+        for line in _document_tools():
+            print(line, file=out)
     finally:
         for provider in providers.values():
             await provider.aclose()
     return ExitCode.OK
+
+
+def _document_tools() -> list[str]:
+    """What the document converters found on this system: LibreOffice and a font for each script."""
+    from fpdf.unicode_script import UnicodeScript
+
+    from bridge.converters.fonts import base_font, find_font
+    from bridge.converters.office import find_soffice
+
+    soffice = find_soffice()
+    lines = [f"LibreOffice: {soffice}" if soffice else "LibreOffice: not found (office attachments are refused)"]
+    base = base_font()
+    lines.append(f"font for Latin, Cyrillic, Greek: {base.path if base else 'none (only Western text prints)'}")
+    samples = (
+        ("Arabic", UnicodeScript.ARABIC, "\u0645", None),
+        ("Hebrew", UnicodeScript.HEBREW, "\u05d0", None),
+        ("Chinese", UnicodeScript.HAN, "\u4e2d", "zh-cn"),
+        ("Japanese", UnicodeScript.HIRAGANA, "\u3042", "ja"),
+        ("Korean", UnicodeScript.HANGUL, "\ud55c", "ko"),
+    )
+    for label, script, sample, lang in samples:
+        face = find_font(script, sample, lang=lang)
+        lines.append(f"font for {label}: {face.path if face else 'none (prints as ?)'}")
+    return lines
 
 
 async def _inbox(settings: Settings, out: TextIO) -> int:

@@ -9,11 +9,16 @@ notice.
 from __future__ import annotations
 
 import io
+import threading
 from typing import Final
 
 import pypdfium2
+from PIL import Image
 
 PREVIEW_WIDTH: Final = 480
+# PDFium is not thread-safe, not even across documents. The daemon renders in one-mail child processes, but
+# in-process callers (benchmarks, tests, a library user) may convert from several threads at once.
+_PDFIUM: Final = threading.Lock()
 
 
 def render_preview(pdf: bytes, *, width: int = PREVIEW_WIDTH) -> bytes:
@@ -23,6 +28,14 @@ def render_preview(pdf: bytes, *, width: int = PREVIEW_WIDTH) -> bytes:
         pypdfium2.PdfiumError: the document cannot be opened or rendered.
         ValueError: the document has no pages.
     """
+    with _PDFIUM:
+        image = _render(pdf, width)
+    out = io.BytesIO()
+    image.save(out, "PNG", optimize=True)
+    return out.getvalue()
+
+
+def _render(pdf: bytes, width: int) -> Image.Image:
     document = pypdfium2.PdfDocument(pdf)
     try:
         if len(document) == 0:
@@ -32,11 +45,9 @@ def render_preview(pdf: bytes, *, width: int = PREVIEW_WIDTH) -> bytes:
             page_width = page.get_width()
             scale = width / page_width if page_width > 0 else 1.0
             bitmap = page.render(scale=scale, grayscale=True, may_draw_forms=False)
-            image = bitmap.to_pil().convert("L")
+            image: Image.Image = bitmap.to_pil().convert("L")
         finally:
             page.close()
     finally:
         document.close()
-    out = io.BytesIO()
-    image.save(out, "PNG", optimize=True)
-    return out.getvalue()
+    return image

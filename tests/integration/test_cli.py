@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,11 @@ def test_check_reports_the_setup(settings: Settings, capsys: pytest.CaptureFixtu
     assert "valid" in out
     assert "provider local: local" in out
     assert "account demo: local" in out
+    # What the converters found, so an administrator sees why Word files or Arabic text would fail.
+    soffice = shutil.which("soffice")
+    assert (f"LibreOffice: {soffice}" if soffice else "LibreOffice: not found") in out
+    for script in ("Latin, Cyrillic, Greek", "Arabic", "Hebrew", "Chinese", "Japanese", "Korean"):
+        assert f"font for {script}: " in out
 
 
 def test_bad_configuration_exits_78(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
