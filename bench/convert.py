@@ -61,7 +61,7 @@ GS_PDFWRITE = ("-sDEVICE=pdfwrite",)
 GS_TIFFG4 = ("-sDEVICE=tiffg4", "-r204x196")
 CORPUS_BOOK = "pdf/py-pdf-sample-files/009-pdflatex-geotopo/GeoTopo-komprimiert.pdf"
 CORPUS_SCAN = "images/pillow-tests/g4-multi.tiff"
-DOCUMENTS = ("text", "book", "photo", "fax", "scan")
+DOCUMENTS = ("text", "book", "photo", "fax", "scan", "greyscan")
 PIPELINES = ("bridge", "gs pdfwrite", "gs tiffg4")
 
 AIM_PDF_RATIO = 0.5
@@ -179,6 +179,28 @@ def fax_tiff(pages: int = 5) -> bytes:
     return out.getvalue()
 
 
+def grey_scan_jpeg(pages_text_seed: int = 9) -> bytes:
+    """A letter scanned in grey as an office scanner or a phone app sends it: A4 at 200 dpi, JPEG.
+
+    Black text on slightly grey, slightly noisy paper: what a plain threshold turns into a clean page and what
+    a halftoning rasteriser turns into a page of grey dots.
+    """
+    from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+    width, height = 1654, 2339
+    paper = Image.new("L", (width, height), 236)
+    noise = Image.effect_noise((width, height), 10)
+    page = Image.blend(paper, noise, 0.12)
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=30)
+    for row, line in enumerate(text_lines(52, seed=pages_text_seed)):
+        draw.text((150, 160 + row * 40), line, fill=25, font=font)
+    page = page.filter(ImageFilter.GaussianBlur(0.6))
+    out = io.BytesIO()
+    page.save(out, "JPEG", quality=85, dpi=(200, 200))
+    return out.getvalue()
+
+
 def jpeg_as_pdf(data: bytes, path: Path, dpi: float = 300.0) -> None:
     """The JPEG on one page of its own size at ``dpi``, embedded as it is (DCTDecode, no re-encoding)."""
     from fpdf import FPDF
@@ -240,6 +262,11 @@ def make_documents(workdir: Path, keys: Sequence[str]) -> list[Document]:
             tiff_as_pdf(data, pdf)
             write_mail(mail, data, "image", "tiff", "g4-multi.tiff")
             documents.append(Document(key, "3-page G4 TIFF, 400 dpi (corpus)", mail, pdf, wrapped=True))
+        elif key == "greyscan":
+            data = grey_scan_jpeg()
+            jpeg_as_pdf(data, pdf, dpi=200.0)
+            write_mail(mail, data, "image", "jpeg", "letter-scan.jpg")
+            documents.append(Document(key, "a letter scanned in grey, A4 at 200 dpi, JPEG", mail, pdf, wrapped=True))
         else:
             raise SystemExit(f"unknown document {key!r}; choose from {', '.join(DOCUMENTS)}")
     return documents

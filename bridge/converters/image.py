@@ -31,6 +31,7 @@ Only the decoders in ``ALLOWED_FORMATS`` are ever used, whatever the attachment 
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import re
@@ -40,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
 
-from PIL import Image, TiffImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageChops, TiffImagePlugin, UnidentifiedImageError
 
 from bridge.converters.pdf import PAPER_SIZES_MM, Paper
 
@@ -462,7 +463,7 @@ def _draw(im: Image.Image, page: _Page) -> tuple[Image.Image, bool]:
     photo = looks_like_photo(sample)
     gray = _transposed(gray, orientation, turn)
     if photo:
-        bilevel = gray.convert("1", dither=Image.Dither.FLOYDSTEINBERG)
+        bilevel = _halftone(gray, ((page.size[0] - gray.width) // 2, page.top), page.size)
     else:
         level = _threshold_level(sample.histogram())
         bilevel = gray.point([0] * (level + 1) + [255] * (255 - level), "1")
@@ -647,6 +648,26 @@ def _flatten(gray: Image.Image) -> Image.Image:
     paper = Image.new("L", gray.size, 255)
     paper.paste(gray.getchannel("L"), (0, 0), gray.getchannel("A"))
     return paper
+
+
+_SCREEN_N = 8
+_SCREEN_TILE = bytes(64)
+
+
+@functools.lru_cache(maxsize=4)
+def _screen(size: tuple[int, int]) -> Image.Image:
+    width, height = size
+    n = _SCREEN_N
+    repeat = width // n + 1
+    band = b"".join((_SCREEN_TILE[row * n : (row + 1) * n] * repeat)[:width] for row in range(n))
+    return Image.frombytes("L", size, (band * (height // n + 1))[: width * height])
+
+
+def _halftone(gray: Image.Image, origin: tuple[int, int], canvas: tuple[int, int]) -> Image.Image:
+    x, y = origin
+    screen = _screen(canvas).crop((x, y, x + gray.width, y + gray.height))
+    difference = ImageChops.subtract(gray, screen, scale=1.0, offset=128)
+    return difference.point([0] * 129 + [255] * 127, "1")
 
 
 def _threshold_level(histogram: list[int]) -> int:

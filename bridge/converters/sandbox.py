@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 PRELOAD: Final = ["bridge.converters.sandbox"]
 
 SandboxListener = Callable[[str, int, str], None]
-"""Called on the event loop with (event, child pid, detail): ``started``, ``step`` ("<step>:<part>"), ``ended``."""
+"""Called on the event loop with (event, child pid, detail): ``started``, ``step`` ("<step>:<part>"),
+``helper`` (the process group of a helper program such as LibreOffice), ``ended`` (the exit code)."""
 
 _REFUSALS: Final[dict[str, type[ConversionError | TooLarge | UnsupportedContent]]] = {
     "ConversionError": ConversionError,
@@ -98,6 +99,9 @@ class _Child:
 
     process: multiprocessing.process.BaseProcess | None = None
     killed: threading.Event = field(default_factory=threading.Event)
+    helpers: set[int] = field(default_factory=set)
+    """Process groups of helper programs (LibreOffice) the child has running: they are in sessions of their
+    own, so killing the child alone would leave them behind."""
 
     def kill(self) -> None:
         self.killed.set()
@@ -105,6 +109,12 @@ class _Child:
         if process is not None and process.pid is not None:
             with contextlib.suppress(ProcessLookupError, OSError, ValueError):
                 os.kill(process.pid, signal.SIGKILL)
+        self.kill_helpers()
+
+    def kill_helpers(self) -> None:
+        for group in list(self.helpers):
+            with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+                os.killpg(group, signal.SIGKILL)
 
 
 class Sandbox:
@@ -248,10 +258,19 @@ def _supervise(
                     step, part = str(message[1]), str(message[2])
                     notify("step", pid, f"{step}:{part}")
                     continue
+                if message[0] == "helper":
+                    group, running = int(message[1]), bool(message[2])
+                    if running:
+                        child.helpers.add(group)
+                        notify("helper", pid, str(group))
+                    else:
+                        child.helpers.discard(group)
+                    continue
                 return _Outcome(str(message[0]), step, part, message=tuple(message))
         except (EOFError, OSError):
             pass  # the child is gone: its exit code says why
         process.join(timeout=10)
+        child.kill_helpers()  # the child died with LibreOffice still running: it must not outlive the child
         if child.killed.is_set():
             return _Outcome("cancelled", step, part)
         return _Outcome("died", step, part, exitcode=process.exitcode)
@@ -288,8 +307,11 @@ def _child_main(conn: multiprocessing.connection.Connection, limits: Limits) -> 
     def progress(step: str, part: str) -> None:
         conn.send(("progress", step, part))
 
+    def helper(group: int, running: bool) -> None:
+        conn.send(("helper", group, running))
+
     try:
-        result = convert_message(raw, options=options, progress=progress)
+        result = convert_message(raw, options=options, progress=progress, processes=helper)
     except (ConversionError, TooLarge, UnsupportedContent) as exc:
         conn.send(("refused", type(exc).__name__, str(exc), exc.notes))
     except MemoryError:

@@ -21,8 +21,11 @@ from PIL import Image
 from pypdf import PdfReader
 
 from bridge.converters import ConversionOptions
+from bridge.converters.office import find_soffice
 from bridge.converters.sandbox import Limits, Sandbox
 from bridge.errors import ConversionError, UnsupportedContent
+from tests.converters.test_office import _wait_until_no_live_members as wait_until_no_live_members
+from tests.converters.test_office import make_docx
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -212,3 +215,18 @@ async def test_the_parent_survives_and_converts_again_after_every_fault(events: 
         await box.convert(long_text_mail(1500), ConversionOptions(max_pages=10000))
     result = await box.convert(mail("still here"), ConversionOptions())
     assert result.pages == 1
+
+
+@pytest.mark.skipif(find_soffice() is None and os.environ.get("CI") != "true", reason="LibreOffice is not installed")
+async def test_a_conversion_waiting_on_libreoffice_is_ended_with_libreoffice(events: Events) -> None:
+    # The child blocks on LibreOffice, using no processor time of its own: only the wall clock ends this.
+    # LibreOffice runs in a session of its own, so the sandbox must kill its process group too.
+    box = sandbox(events, timeout_seconds=0.4)
+    raw = mail("minutes attached", [(make_docx(["Minutes of the meeting"]), "application", "msword", "minutes.docx")])
+    with pytest.raises(ConversionError) as refused:
+        await box.convert(raw, ConversionOptions())
+    assert str(refused.value) == "minutes.docx: converting it took longer than the limit of 0.4 seconds"
+    _, _, group = await events.wait_for("helper")
+    await events.wait_for("ended")
+    # Checked at once (LibreOffice alone would run on for most of a second more): it was killed, not finished.
+    assert wait_until_no_live_members(int(group), seconds=0.3) == []
