@@ -159,6 +159,8 @@ class Bridge:
             self._worker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker_task
+        if self.worker is not None and self.worker.sandbox is not None:
+            await asyncio.to_thread(self.worker.sandbox.close)
 
     async def stop(self) -> None:
         """Shut down in reverse order of start-up."""

@@ -20,10 +20,12 @@ How a frame is drawn:
 * Everything else is turned upright (EXIF orientation), turned a further 90 degrees when it is landscape
   and too detailed to show in full across the portrait page (``_should_turn``), fitted inside a 5 mm
   margin (centred across, at the top), flattened onto white, and reduced to black and white: other 1-bit
-  images with a crisp scaling, photographs (``looks_like_photo``) with Floyd-Steinberg dithering, and
-  everything else (text, scans, line art, screenshots, logos) with a plain threshold. Dithering a scan
-  would make its text fuzzy and its G4 page about ten times larger and slower on the line
-  (docs/performance.md).
+  images with a crisp scaling, photographs (``looks_like_photo``) with an ordered clustered-dot halftone
+  (``_halftone``), and everything else (text, scans, line art, screenshots, logos) with a plain
+  threshold. Dithering a scan would make its text fuzzy and its G4 page several times larger and slower
+  on the line (docs/performance.md). The halftone's round dots on a 45-degree screen of about 37 lpi are
+  what a fax machine prints cleanly and G4 codes compactly: error diffusion (Floyd-Steinberg) scatters
+  lone pixels that a printer smears and that made a photo page about four times larger.
 
 Only the decoders in ``ALLOWED_FORMATS`` are ever used, whatever the attachment claims to be; Pillow's
 ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left False, so damaged files are refused rather than half drawn.
@@ -650,24 +652,69 @@ def _flatten(gray: Image.Image) -> Image.Image:
     return paper
 
 
-_SCREEN_N = 8
-_SCREEN_TILE = bytes(64)
+def _halftone(gray: Image.Image, origin: tuple[int, int], canvas: tuple[int, int]) -> Image.Image:
+    """Halftone a grey picture with the clustered-dot screen; ``origin`` is where it goes on the canvas.
+
+    A pixel stays white where it is lighter than the screen's threshold at the same place on the page, so
+    every picture on every page shares one screen. Two C passes over the picture (subtract, then a table
+    lookup into mode "1"), whatever its size.
+    """
+    x, y = origin
+    screen = _screen(canvas).crop((x, y, x + gray.width, y + gray.height))
+    # grey - threshold + 128, clipped to 0..255: above 128 exactly where grey > threshold.
+    margin = ImageChops.subtract(gray, screen, scale=1.0, offset=_MID_GREY)
+    return margin.point([0] * (_MID_GREY + 1) + [255] * (255 - _MID_GREY), "1")
 
 
 @functools.lru_cache(maxsize=4)
-def _screen(size: tuple[int, int]) -> Image.Image:
-    width, height = size
-    n = _SCREEN_N
-    repeat = width // n + 1
-    band = b"".join((_SCREEN_TILE[row * n : (row + 1) * n] * repeat)[:width] for row in range(n))
-    return Image.frombytes("L", size, (band * (height // n + 1))[: width * height])
+def _screen(canvas: tuple[int, int]) -> Image.Image:
+    """The threshold map of a whole canvas: ``_SCREEN_TILE`` repeated across and down (one per paper size).
+
+    Built by repeating bytes (a row of the tile across the width, then the tile's band of rows down the
+    height), which costs a few milliseconds and no loop over pixels.
+    """
+    width, height = canvas
+    n = _SCREEN_PERIOD
+    across = width // n + 1
+    band = b"".join((_SCREEN_TILE[row * n : (row + 1) * n] * across)[:width] for row in range(n))
+    return Image.frombytes("L", canvas, (band * (height // n + 1))[: width * height])
 
 
-def _halftone(gray: Image.Image, origin: tuple[int, int], canvas: tuple[int, int]) -> Image.Image:
-    x, y = origin
-    screen = _screen(canvas).crop((x, y, x + gray.width, y + gray.height))
-    difference = ImageChops.subtract(gray, screen, scale=1.0, offset=128)
-    return difference.point([0] * 129 + [255] * 127, "1")
+def _clustered_dot_tile(period: int) -> bytes:
+    """Thresholds of a ``period`` x ``period`` tile holding two round dots on a 45-degree lattice.
+
+    The dots sit at the tile's corner and centre, so the screen repeats every period / sqrt(2) pixels along
+    the 45-degree lines. Ink grows from each dot's centre outwards, in the order of the classic "round"
+    spot function cos(2 pi u) + cos(2 pi v) in lattice coordinates (u, v), so that at 50 % grey black and
+    white dots make a chequerboard; the two dots take turns, so a tile of n * n pixels gives n * n + 1
+    levels of grey. The thresholds are spread evenly over 0..255 (the pixel that inks k-th from white has
+    255 * (n * n - k - 0.5) / (n * n)), so a flat grey level g is inked on (255 - g) / 255 of its pixels,
+    to within one level.
+    """
+    cells = period * period
+    order: list[tuple[float, float, int, int]] = []
+    for row in range(period):
+        for column in range(period):
+            x, y = column + 0.5, row + 0.5  # pixel centre
+            u, v = (x + y) / period, (x - y) / period  # lattice coordinates: dot centres at integers
+            spot = math.cos(2 * math.pi * u) + math.cos(2 * math.pi * v)
+            near_u, near_v = round(u), round(v)  # the dot this pixel belongs to
+            centre_x, centre_y = (near_u + near_v) * period / 2, (near_u - near_v) * period / 2
+            angle = math.atan2(y - centre_y, x - centre_x)
+            order.append((-round(spot, 9), round(angle, 9), (near_u + near_v) % 2, row * period + column))
+    order.sort()  # darkest-first: the first pixel here is the last to turn white
+    tile = bytearray(cells)
+    for inked, (*_, index) in enumerate(order):
+        tile[index] = math.floor((cells - inked - 0.5) * 255 / cells)
+    return bytes(tile)
+
+
+# 8 x 8 pixels with two dots: a 45-degree screen of 5.7 pixels, about 37 lines per inch across a fax page
+# (209 dpi on A4) and 35 down it (196 lpi), with 65 levels of grey. Finer screens have too few levels at
+# fax resolution (60 lpi would leave about 13) and larger G4 pages; this one is about as coarse as the screen
+# Ghostscript's tiffg4 device uses at 204 x 196 dpi.
+_SCREEN_PERIOD: Final = 8
+_SCREEN_TILE: Final = _clustered_dot_tile(_SCREEN_PERIOD)
 
 
 def _threshold_level(histogram: list[int]) -> int:

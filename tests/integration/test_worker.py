@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import email
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -81,6 +81,19 @@ async def store(settings: Settings, clock: Clock) -> AsyncIterator[SQLStore]:
     await db.close()
 
 
+_workers: list[Worker] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_conversion_servers() -> Iterator[None]:
+    """Each worker's sandbox starts a conversion fork server on first use; stop it with the test."""
+    yield
+    while _workers:
+        sandbox = _workers.pop().sandbox
+        if sandbox is not None:
+            sandbox.close()
+
+
 def make_worker(
     settings: Settings, store: SQLStore, clock: Clock, provider_cls: type[ScriptedProvider] = ScriptedProvider
 ) -> tuple[Worker, ScriptedProvider]:
@@ -90,7 +103,9 @@ def make_worker(
     )
     assert settings.mail.maildir is not None
     mailer = MaildirMailer(settings.path(settings.mail.maildir))
-    return Worker(settings, store, {"local": provider}, mailer, worker_id="w1", clock=clock), provider
+    worker = Worker(settings, store, {"local": provider}, mailer, worker_id="w1", clock=clock)
+    _workers.append(worker)
+    return worker, provider
 
 
 async def accept(settings: Settings, store: SQLStore, to: str = "+4930123456@fax.localhost") -> str:
