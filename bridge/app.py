@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -27,6 +28,7 @@ from bridge.models import InboundRef
 from bridge.providers import build_provider
 from bridge.providers.base import Capability, FaxProvider
 from bridge.routing import Router
+from bridge.secret_keys import KeyRotation
 from bridge.settings import Settings
 from bridge.smtp import FaxHandler, SMTPServer
 from bridge.stores import open_store
@@ -37,6 +39,8 @@ from bridge.worker import Worker
 log = logging.getLogger(__name__)
 
 INBOUND_LIST_SECONDS = 5.0
+KEY_CHECK_SECONDS = 60.0
+"""How often the daemon looks for secret keys that are due for renewal."""
 
 
 def build_providers(settings: Settings) -> dict[str, FaxProvider]:
@@ -80,12 +84,18 @@ class InboundWatch:
 class Bridge:
     """One running faxbridge instance."""
 
-    def __init__(self, settings: Settings, *, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, notifier: Notifier | None = None, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self.settings = settings
         self.notifier = notifier or Notifier.from_environ({})
+        # The wall clock of the SMTP checks that depend on time (secret keys in their grace period, rate
+        # limits); replaceable so that a test can move time forward.
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self._stack = AsyncExitStack()
         self.store: JobStore | None = None
         self.worker: Worker | None = None
+        self.keys: KeyRotation | None = None
         self.smtp: SMTPServer | None = None
         self.address: tuple[str, int] | None = None
         self._worker_task: asyncio.Task[None] | None = None
@@ -133,11 +143,25 @@ class Bridge:
             coalesce=True,
             id="inbound-list",
         )
+        keys = KeyRotation(settings, store, mailer)
+        self.keys = keys
+        # Keys are renewed on the minute after they fall due; the first key of an account that requires one
+        # is made (and mailed) right here, before the first mail can be refused for lacking it.
+        scheduler.add_job(
+            self._renew_keys,
+            "interval",
+            seconds=KEY_CHECK_SECONDS,
+            max_instances=1,
+            coalesce=True,
+            id="secret-key-renewal",
+        )
         scheduler.start()
         self._stack.callback(scheduler.shutdown, wait=False)
         await watch.poll()
+        await keys.rotate_due(self.clock())
 
-        self.smtp = SMTPServer(settings, FaxHandler(settings, Router(settings), intake))
+        handler = FaxHandler(settings, Router(settings), intake, store=store, keys=keys, clock=lambda: self.clock())
+        self.smtp = SMTPServer(settings, handler)
         try:
             self.address = await self.smtp.start()
         except OSError as exc:
@@ -151,6 +175,10 @@ class Bridge:
         self.notifier.ready(f"listening on {self.address[0]}:{self.address[1]}")
         log.info("faxbridge listening for mail on %s:%d", *self.address)
         return self.address
+
+    async def _renew_keys(self) -> None:
+        if self.keys is not None:
+            await self.keys.rotate_due(self.clock())
 
     async def _stop_worker(self) -> None:
         if self.worker is not None:

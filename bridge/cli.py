@@ -13,7 +13,7 @@ import mimetypes
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("job_id")
 
     commands.add_parser("inbox", parents=[common], help="list incoming faxes the providers hold")
+
+    secrets = commands.add_parser("secrets", parents=[common], help="Mail2Fax secret keys of an account")
+    secrets_cmd = secrets.add_subparsers(dest="secrets_command", required=True, parser_class=_Parser)
+    shown = secrets_cmd.add_parser("show", parents=[common], help="state, last and next renewal (never the key)")
+    shown.add_argument("account")
+    rotate = secrets_cmd.add_parser("rotate", parents=[common], help="make a new key, print it and mail it")
+    rotate.add_argument("account")
     return parser
 
 
@@ -113,8 +120,8 @@ async def _run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
         return await _check(settings, out)
     if args.command == "inbox":
         return await _inbox(settings, out)
-    if args.command == "send":
-        # `send` may come before the first `serve`; the state directory is ours to create.
+    if args.command in ("send", "secrets"):
+        # `send` and `secrets` may come before the first `serve`; the state directory is ours to create.
         settings.state_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(settings.store_url, dedupe_window=_window(settings))
     await store.start()
@@ -123,9 +130,45 @@ async def _run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
             return await _send(args, settings, store, out)
         if args.command == "jobs" and args.jobs_command == "show":
             return await _show(store, args.job_id, out)
+        if args.command == "secrets":
+            return await _secrets(args, settings, store, out)
         return await _list(store, args, out)
     finally:
         await store.close()
+
+
+async def _secrets(args: argparse.Namespace, settings: Settings, store: JobStore, out: TextIO) -> int:
+    from bridge.mailer import build_mailer
+    from bridge.secret_keys import KeyRotation
+
+    account = next((a for a in settings.accounts if a.name == args.account), None)
+    if account is None:
+        names = ", ".join(a.name for a in settings.accounts)
+        _err(f"no account named {args.account!r}; the configured accounts are {names}")
+        return ExitCode.USAGE
+    keys = KeyRotation(settings, store, build_mailer(settings.mail, settings.path))
+    now = datetime.now(UTC)
+    if args.secrets_command == "rotate":
+        key = await keys.rotate(account, now)
+        if key is None:
+            _err("another faxbridge instance renewed the key at the same moment; run 'secrets show' and try again")
+            return ExitCode.TEMPFAIL
+        # The one place a key is ever shown: to the administrator who asked for it, on this terminal.
+        print(key, file=out)
+        return ExitCode.OK
+    state = await keys.state(account, now)
+
+    def when(moment: datetime | None, none: str) -> str:
+        return f"{moment:%Y-%m-%d %H:%M:%S} UTC" if moment is not None else none
+
+    print(f"account {state.account}", file=out)
+    print(f"  key required:    {'yes' if state.required else 'no'}", file=out)
+    print(f"  renewal:         {state.renew}", file=out)
+    print(f"  current key:     {when(state.current_since, 'none yet')}", file=out)
+    previous = f"accepted until {when(state.previous_until, '')}" if state.previous_until else "not accepted"
+    print(f"  previous key:    {previous}", file=out)
+    print(f"  next renewal:    {when(state.next_rotation, 'never')}", file=out)
+    return ExitCode.OK
 
 
 def _window(settings: Settings) -> timedelta:

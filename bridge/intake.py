@@ -26,6 +26,7 @@ from bridge.errors import AutomaticMessage, StoreError, StoreUnavailable
 from bridge.ids import new_id
 from bridge.models import AcceptRequest, AcceptResult, EnvelopeInfo, NewJob
 from bridge.routing import Recipient, Router, header_addresses
+from bridge.secret_keys import SecretKeyMissing, find_key, rewrite_subject, strip_key
 from bridge.sender_auth import check_sender
 from bridge.settings import AccountSettings
 from bridge.stores.base import JobStore
@@ -105,22 +106,35 @@ def build_request(
     client_address: str | None,
     own_address: str | None = None,
     authserv_id: str | None = None,
+    secret_digests: Sequence[str] | None = None,
 ) -> AcceptRequest:
     """Check the message's own headers and make one job per distinct number.
 
+    ``secret_digests`` are the account's valid secret-key digests (``None`` when it has no keys): a key found
+    in the subject is removed from it, in the job and in the stored message alike.
+
     Raises ``AutomaticMessage`` for mail that must not be faxed (see ``refuse_automatic``; ``own_address`` is
-    the address our notices come from), and ``SenderNotAuthorized`` when ``From:`` does not belong to
-    ``account``.
+    the address our notices come from), ``SenderNotAuthorized`` when ``From:`` does not belong to
+    ``account``, and ``SecretKeyMissing`` when the account requires a key and the subject has no valid one.
     """
     headers = _HEADER_PARSER.parsebytes(header_block(raw))
     refuse_automatic(headers, mail_from, own_address)
     from_values = [str(v) for v in headers.get_all("From", [])]
-    router.check_from_header(account, from_values)
+    if account.check_from:
+        router.check_from_header(account, from_values)
     if account.require_authentication and authserv_id:
         for address in header_addresses(from_values):
             check_sender(headers, authserv_id=authserv_id, from_address=address)
     message_id = _header(headers, "Message-ID") or None
+    # The dedupe digest is of the message as received, before the key is taken out of it.
     digest = body_digest(raw)
+    subject = _header(headers, "Subject")
+    key = find_key(subject, secret_digests) if secret_digests else None
+    if key is not None:
+        subject = strip_key(subject, key)
+        raw = rewrite_subject(raw, subject)
+    elif account.secret_key_required:
+        raise SecretKeyMissing(f"no valid secret key of account {account.name} in the subject")
     jobs: list[NewJob] = []
     seen: set[str] = set()
     for recipient in recipients:
@@ -142,7 +156,7 @@ def build_request(
         rcpt_tos=tuple(r.address for r in recipients),
         client_address=client_address,
         message_id=message_id,
-        subject=_header(headers, "Subject"),
+        subject=subject,
         account=account.name,
     )
     return AcceptRequest(message_id=new_id(), raw=raw, envelope=envelope, jobs=tuple(jobs))

@@ -252,3 +252,23 @@ class JobUpdate:
     submitted_at: datetime | None = None
     finished_at: datetime | None = None
     detail: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """One Mail2Fax secret key of an account, as the store holds it: a digest, never the key."""
+
+    key_hash: str
+    created_at: datetime
+    retired_at: datetime | None
+    """``None`` for the current key; otherwise when the next key replaced it."""
+
+
+@dataclass(frozen=True, slots=True)
+class SenderUsage:
+    """What one envelope sender has faxed recently, for the per-sender rate limits."""
+
+    faxes: int
+    """Faxes (jobs not refused) accepted since the hour's start."""
+    pages: int
+    """Pages of those jobs since the day's start (jobs not converted yet count 0)."""

@@ -258,6 +258,10 @@ class AccountSettings(_Section):
     """ISO 3166 region used to read national numbers such as ``030123456``."""
     allowed_senders: list[str] = Field(min_length=1)
     """Exact addresses and ``*@domain``; both the envelope sender and ``From:`` must match."""
+    check_from: bool = True
+    """Whether every ``From:`` address must be an allowed sender of this account too. Turn it off only for an
+    account fed by a system that writes a ``From:`` of its own (a scanner, a ticket system) and whose envelope
+    sender, client network or SMTP AUTH already says who it is."""
     notify_extra: list[str] = Field(default_factory=list)
     """Addresses that get a copy of every notice."""
     paper: Literal["a4", "letter"] = "a4"
@@ -281,6 +285,20 @@ class AccountSettings(_Section):
     auth_users: list[AuthUser] = Field(default_factory=list)
     """Users who may log in (SMTP AUTH, only after STARTTLS); their mail is this account's, and its envelope
     sender and ``From:`` must still be allowed senders of this account."""
+    secret_key_required: bool = False
+    """Mail2Fax secret key: the account's current key must appear in the subject as a word of its own, or the
+    mail is refused with ``550 5.7.1``. It is removed from the subject before anything uses or stores it."""
+    secret_key_renew: Literal["never", "daily", "weekly", "monthly"] = "never"
+    """How often a new key replaces the current one; each new key is mailed to ``secret_key_notify``."""
+    secret_key_grace_hours: float = Field(default=24.0, ge=0)
+    """How long the previous key is still accepted after a rotation."""
+    secret_key_notify: list[str] = Field(default_factory=list)
+    """Who receives each new key; empty: ``notify_extra``."""
+    max_faxes_per_hour: int | None = Field(default=None, ge=1)
+    """Faxes one envelope sender may send in any hour; past it, recipients get ``450 4.7.1`` (try later)."""
+    max_pages_per_day: int | None = Field(default=None, ge=1)
+    """Fax pages one envelope sender may send in any 24 hours; once reached, recipients get ``450 4.7.1``, and
+    a fax that would go past it is refused with a notice."""
 
     # Destination policy (toll fraud). The rules run in this order and the first that decides wins:
     # denied_prefixes, allowed_prefixes, allowed_countries, number types; a number none refuses is admitted.

@@ -29,6 +29,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 from typing import Any
 
@@ -39,7 +40,9 @@ from bridge.auth import burn_verification, verify_password
 from bridge.errors import BareLineEnding, BridgeError, ConfigError, MessageRejected, RecipientRejected, StoreError
 from bridge.intake import Intake, build_request
 from bridge.routing import Recipient, Router, acl_admits
+from bridge.secret_keys import KeyRotation
 from bridge.settings import AccountSettings, Settings
+from bridge.stores.base import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ COOLING_OFF = "450 4.7.1 Too many refused requests from your address or sender; 
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address"
 TEMPORARY_ERROR = "451 4.3.0 Temporary server error, please try again later"
 MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
+RATE_LIMITED = "450 4.7.1 Sender rate limit exceeded; try again later"
 AUTH_COOLING_OFF = "454 4.7.0 Temporary authentication failure: too many refused requests from your address"
 
 # The only AUTH mechanisms offered: both carry the password itself, which is what a scrypt hash can check.
@@ -126,10 +130,22 @@ class FaxSMTP(SMTP):
 class FaxHandler:
     """aiosmtpd hooks: authorization and number checks at RCPT, content check and commit at DATA."""
 
-    def __init__(self, settings: Settings, router: Router, intake: Intake) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        router: Router,
+        intake: Intake,
+        *,
+        store: JobStore | None = None,
+        keys: KeyRotation | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._settings = settings
         self._router = router
         self._intake = intake
+        self._store = store
+        self._key_rotation = keys
+        self._clock = clock
         smtp = settings.smtp
         self.guard = AbuseGuard(
             limit=smtp.failure_limit, window=smtp.failure_window_seconds, cooloff=smtp.cooloff_seconds
@@ -191,6 +207,10 @@ class FaxHandler:
             return OK_RECIPIENT
         if len(known) >= min(self._settings.smtp.max_recipients, account.max_recipients or 1_000_000):
             return TOO_MANY_RECIPIENTS
+        if await self._over_rate_limit(account, envelope.mail_from or "", pending=len(known)):
+            log.info("deferred %r from %s: over the sender's rate limit of account %s", envelope.mail_from, peer,
+                     account.name)  # fmt: skip
+            return RATE_LIMITED
         known.append(recipient)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -205,6 +225,11 @@ class FaxHandler:
         if account is None or raw is None:
             return NOT_AUTHORIZED
         try:
+            digests = await self._secret_digests(account)
+        except StoreError as exc:
+            log.error("could not read the secret keys of account %s: %s", account.name, exc)
+            return TEMPORARY_ERROR
+        try:
             check_line_endings(raw)
             request = build_request(
                 self._router,
@@ -215,6 +240,7 @@ class FaxHandler:
                 client_address=_peer(session),
                 own_address=self._settings.mail.from_address,
                 authserv_id=self._settings.smtp.authserv_id,
+                secret_digests=digests,
             )
         except MessageRejected as exc:
             log.info("refused message from %s (%s): %s", envelope.mail_from, _peer(session), exc)
@@ -239,6 +265,31 @@ class FaxHandler:
             ",".join(result.job_ids),
         )
         return _queued_reply(verb, result.job_ids)
+
+    async def _secret_digests(self, account: AccountSettings) -> list[str] | None:
+        if self._key_rotation is None or (not account.secret_key_required and account.secret_key_renew == "never"):
+            return None
+        return await self._key_rotation.valid_digests(account, self._clock())
+
+    async def _over_rate_limit(self, account: AccountSettings, sender: str, *, pending: int) -> bool:
+        """Whether one more fax from ``sender`` would pass the account's per-sender limits.
+
+        ``pending`` counts the recipients this envelope already holds. A store that cannot answer defers the
+        recipient rather than admitting it unchecked.
+        """
+        if self._store is None or (account.max_faxes_per_hour is None and account.max_pages_per_day is None):
+            return False
+        now = self._clock()
+        try:
+            usage = await self._store.sender_usage(
+                sender, faxes_since=now - timedelta(hours=1), pages_since=now - timedelta(days=1)
+            )
+        except StoreError as exc:
+            log.error("could not count the recent faxes of %s: %s", sender, exc)
+            return True
+        if account.max_faxes_per_hour is not None and usage.faxes + pending >= account.max_faxes_per_hour:
+            return True
+        return account.max_pages_per_day is not None and usage.pages >= account.max_pages_per_day
 
     def authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any

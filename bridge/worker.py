@@ -384,6 +384,10 @@ class Worker:
             log.info("job %s: document refused: %s", job.job_id, exc)
             notes = list(getattr(exc, "notes", ()))
             return self._finish(JobState.REJECTED, reason=str(exc), extra={"notes": notes} if notes else None)
+        over = await self._over_daily_pages(job, result.pages)
+        if over is not None:
+            log.info("job %s: refused: %s", job.job_id, over)
+            return self._finish(JobState.REJECTED, reason=over, extra={"notes": list(result.notes)})
         log.info("job %s: converted, %d page(s)", job.job_id, result.pages)
         self._documents[job.job_id] = result.document
         return _Step(
@@ -396,6 +400,22 @@ class Worker:
                 next_attempt_at=self._clock(),
             ),
             proceed=True,
+        )
+
+    async def _over_daily_pages(self, job: FaxJob, pages: int) -> str | None:
+        """Why this fax would take its sender past the account's daily page limit, or ``None``."""
+        if not self._has_account(job):
+            return None
+        limit = self._settings.account(job.account).max_pages_per_day
+        if limit is None:
+            return None
+        now = self._clock()
+        usage = await self._store.sender_usage(job.sender, faxes_since=now, pages_since=now - timedelta(days=1))
+        if usage.pages + pages <= limit:
+            return None
+        return (
+            f"the fax has {pages} pages, and {usage.pages} were sent in the last 24 hours; the limit is {limit} "
+            "pages a day for each sender"
         )
 
     def _conversion_options(self, job: FaxJob) -> ConversionOptions:

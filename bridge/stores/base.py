@@ -21,7 +21,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
-from bridge.models import AcceptRequest, AcceptResult, FaxJob, JobState, JobUpdate, LeasedJob
+from bridge.models import (
+    AcceptRequest,
+    AcceptResult,
+    FaxJob,
+    JobState,
+    JobUpdate,
+    LeasedJob,
+    SenderUsage,
+    StoredKey,
+)
 
 
 class JobStore(ABC):
@@ -50,6 +59,25 @@ class JobStore(ABC):
     @abstractmethod
     async def get_preview(self, job_id: str) -> bytes | None:
         """Return the PNG preview of page 1 of the job's document, or ``None`` when there is none."""
+
+    @abstractmethod
+    async def secret_keys(self, account: str) -> list[StoredKey]:
+        """The account's secret keys as digests, the current one first, then the retired ones newest first."""
+
+    @abstractmethod
+    async def rotate_secret_key(
+        self, account: str, key_hash: str, now: datetime, *, replaces: str | None, keep: int = 5
+    ) -> bool:
+        """Make ``key_hash`` the account's current key, retiring the current one, in one transaction.
+
+        Only when the current key is still ``replaces`` (``None``: the account has none): of several instances
+        rotating at once, exactly one succeeds and returns ``True``. Retired keys beyond the newest ``keep``
+        are deleted.
+        """
+
+    @abstractmethod
+    async def sender_usage(self, sender: str, *, faxes_since: datetime, pages_since: datetime) -> SenderUsage:
+        """Faxes by ``sender`` (any case) accepted since ``faxes_since`` and their pages since ``pages_since``."""
 
     @abstractmethod
     async def acquire_jobs(self, worker_id: str, lease: timedelta, limit: int) -> list[LeasedJob]:

@@ -15,6 +15,9 @@ Tables:
 ``previews``
     A small PNG of page 1 of a job's document, for its notice; a table of its own (rather than a column of
     ``documents``) so that databases made before previews existed gain it without a migration.
+``secret_keys``
+    Each account's Mail2Fax secret keys as SHA-256 digests, never in clear: the current one (``retired_at``
+    empty) and the ones it replaced, which are still accepted for the account's grace period.
 ``dedupe_keys``
     One row per dedupe key: the job that owns it and when it was claimed. No foreign key to ``jobs``: the key
     is claimed before its job row is inserted, in the same transaction.
@@ -160,6 +163,20 @@ previews = sa.Table(
     sa.Column("stored_at", UTCDateTime, nullable=False),
 )
 
+secret_keys = sa.Table(
+    "secret_keys",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("key_hash", sa.String(64), primary_key=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("retired_at", UTCDateTime, nullable=True),
+)
+
+# Per-sender rate limits count a sender's recent faxes; case-insensitive, as addresses are compared elsewhere.
+# Plain DDL rather than an ``sa.Index``: a database made before the index gains it too, and SQLAlchemy cannot
+# reflect an expression index on SQLite to check for it. Both databases understand this statement.
+SENDER_INDEX_DDL = "CREATE INDEX IF NOT EXISTS ix_messages_sender_received ON messages (lower(mail_from), received_at)"
+
 dedupe_keys = sa.Table(
     "dedupe_keys",
     metadata,
@@ -178,6 +195,7 @@ def create_all(conn: Connection, *, now: datetime) -> None:
     the store: on PostgreSQL it runs inside ``AsyncConnection.run_sync``.
     """
     metadata.create_all(conn)
+    conn.exec_driver_sql(SENDER_INDEX_DDL)
     found = conn.execute(sa.select(schema_version.c.version)).scalar_one_or_none()
     if found is None:
         conn.execute(sa.insert(schema_version).values(id=1, version=SCHEMA_VERSION, created_at=now))

@@ -96,11 +96,13 @@ from bridge.models import (
     JobUpdate,
     LeasedJob,
     NoticeState,
+    SenderUsage,
+    StoredKey,
     can_transition,
 )
 from bridge.stores import schema
 from bridge.stores.base import JobStore
-from bridge.stores.schema import dedupe_keys, documents, jobs, messages, previews
+from bridge.stores.schema import dedupe_keys, documents, jobs, messages, previews, secret_keys
 
 __all__ = ["SQLStore"]
 
@@ -806,6 +808,89 @@ class SQLStore(JobStore):
             write=False,
         )
         return None if row is None else bytes(row.png)
+
+    # -- secret keys and sender limits ----------------------------------------------------------------------
+
+    async def secret_keys(self, account: str) -> list[StoredKey]:
+        """The account's secret keys as digests, the current one first, then the retired ones newest first."""
+        statement = sa.select(secret_keys.c.key_hash, secret_keys.c.created_at, secret_keys.c.retired_at).where(
+            secret_keys.c.account == account
+        )
+        rows = await self._run(
+            f"read the secret keys of account {account}",
+            lambda conn: conn.execute(statement).all(),
+            write=False,
+        )
+        keys = [StoredKey(row.key_hash, row.created_at, row.retired_at) for row in rows]
+        current = [key for key in keys if key.retired_at is None]
+        retired = sorted(
+            (key for key in keys if key.retired_at is not None), key=lambda k: k.retired_at or k.created_at
+        )
+        return current + retired[::-1]
+
+    async def rotate_secret_key(
+        self, account: str, key_hash: str, now: datetime, *, replaces: str | None, keep: int = 5
+    ) -> bool:
+        """Make ``key_hash`` the account's current key if the current one is still ``replaces``."""
+
+        def rotate(conn: Connection) -> bool:
+            current = conn.execute(
+                sa.select(secret_keys.c.key_hash)
+                .where(secret_keys.c.account == account, secret_keys.c.retired_at.is_(None))
+                .with_for_update()
+            ).scalar_one_or_none()
+            if current != replaces:
+                return False
+            if current is not None:
+                conn.execute(
+                    sa.update(secret_keys)
+                    .where(secret_keys.c.account == account, secret_keys.c.key_hash == current)
+                    .values(retired_at=now)
+                )
+            conn.execute(sa.insert(secret_keys).values(account=account, key_hash=key_hash, created_at=now))
+            retired = (
+                conn.execute(
+                    sa.select(secret_keys.c.key_hash)
+                    .where(secret_keys.c.account == account, secret_keys.c.retired_at.is_not(None))
+                    .order_by(secret_keys.c.retired_at.desc())
+                    .offset(keep)
+                )
+                .scalars()
+                .all()
+            )
+            if retired:
+                conn.execute(
+                    sa.delete(secret_keys).where(
+                        secret_keys.c.account == account, secret_keys.c.key_hash.in_(list(retired))
+                    )
+                )
+            return True
+
+        return await self._run(f"rotate the secret key of account {account}", rotate, write=True)
+
+    async def sender_usage(self, sender: str, *, faxes_since: datetime, pages_since: datetime) -> SenderUsage:
+        """Faxes by ``sender`` (any case) accepted since ``faxes_since`` and their pages since ``pages_since``."""
+        since = min(faxes_since, pages_since)
+        recent = (
+            sa.select(messages.c.received_at, jobs.c.pages)
+            .select_from(messages.join(jobs, jobs.c.message_id == messages.c.message_id))
+            .where(
+                sa.func.lower(messages.c.mail_from) == sender.strip().lower(),
+                messages.c.received_at >= since,
+                jobs.c.state != JobState.REJECTED.value,
+            )
+        )
+
+        def count(conn: Connection) -> SenderUsage:
+            faxes = pages = 0
+            for row in conn.execute(recent):
+                if row.received_at >= faxes_since:
+                    faxes += 1
+                if row.received_at >= pages_since:
+                    pages += row.pages or 0
+            return SenderUsage(faxes=faxes, pages=pages)
+
+        return await self._run(f"count the recent faxes of {sender}", count, write=False)
 
     # -- workers -------------------------------------------------------------------------------------------
 
