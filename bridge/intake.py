@@ -107,11 +107,13 @@ def build_request(
     own_address: str | None = None,
     authserv_id: str | None = None,
     secret_digests: Sequence[str] | None = None,
+    require_secret_key: bool = True,
 ) -> AcceptRequest:
     """Check the message's own headers and make one job per distinct number.
 
     ``secret_digests`` are the account's valid secret-key digests (``None`` when it has no keys): a key found
-    in the subject is removed from it, in the job and in the stored message alike.
+    in the subject is removed from it, in the job and in the stored message alike. ``require_secret_key``
+    is false only for the administrator's own ``faxbridge send``.
 
     Raises ``AutomaticMessage`` for mail that must not be faxed (see ``refuse_automatic``; ``own_address`` is
     the address our notices come from), ``SenderNotAuthorized`` when ``From:`` does not belong to
@@ -133,7 +135,7 @@ def build_request(
     if key is not None:
         subject = strip_key(subject, key)
         raw = rewrite_subject(raw, subject)
-    elif account.secret_key_required:
+    elif account.secret_key_required and require_secret_key:
         raise SecretKeyMissing(f"no valid secret key of account {account.name} in the subject")
     jobs: list[NewJob] = []
     seen: set[str] = set()

@@ -195,6 +195,9 @@ def test_the_cli_shows_the_state_and_rotates_by_hand(make_settings: Any, capsys:
     assert "key required:    yes" in shown
     assert "current key:     20" in shown
     assert main(["--config", config, "secrets", "show", "nobody"]) == 64
+    # The administrator's own command needs no key: it has the configuration.
+    assert main(["--config", config, "send", "--to", "030123456", "--text", "from the console"]) == 0
+    assert "queued job" in capsys.readouterr().out
 
     async def daemon_accepts_it() -> None:
         bridge = Bridge(settings)
