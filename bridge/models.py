@@ -106,6 +106,10 @@ class OutboundFax:
     account: str
     subject: str = ""
     provider_options: Mapping[str, Any] = field(default_factory=dict)
+    caller_id: str | None = None
+    """The number the fax says it comes from (E.164), where the provider's API takes one."""
+    header: str | None = None
+    """The fax header line (TSI / CSID text, or the cover-page sender), where the provider's API takes one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,15 @@ class InboundRef:
     received_at: datetime
     pages: int | None = None
     token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """A status a provider pushed (webhook) for one of our faxes."""
+
+    provider_fax_id: str | None
+    client_reference: str | None
+    report: StatusReport
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from bridge.errors import CapabilityMissing
-from bridge.models import InboundRef, OutboundFax, SendReceipt, StatusReport
+from bridge.models import InboundRef, OutboundFax, SendReceipt, StatusReport, StatusUpdate
 
 
 class Capability(enum.StrEnum):
@@ -30,6 +30,12 @@ class Capability(enum.StrEnum):
     """``find_submission`` can tell whether an interrupted send reached the provider."""
     INBOUND_POLL = "inbound_poll"
     """``poll_incoming`` lists faxes received for us."""
+    INBOUND_DOWNLOAD = "inbound_download"
+    """``download`` fetches an incoming fax as PDF (or TIFF) bytes."""
+    INBOUND_ACK = "inbound_ack"
+    """``acknowledge`` tells the provider an incoming fax is safely stored (custody passes to us)."""
+    WEBHOOK = "webhook"
+    """``parse_webhook`` reads the provider's pushed status or inbound notifications."""
 
 
 class ProviderSettings(BaseModel):
@@ -89,6 +95,21 @@ class FaxProvider(ABC):
     async def poll_incoming(self) -> list[InboundRef]:
         """List faxes received for us. Only called with ``INBOUND_POLL``."""
         raise CapabilityMissing(f"provider {self.name!r} has no inbound side", provider=self.name)
+
+    async def download(self, ref: InboundRef) -> bytes:
+        """The incoming fax's document. Only called with ``INBOUND_DOWNLOAD``."""
+        raise CapabilityMissing(f"provider {self.name!r} cannot download incoming faxes", provider=self.name)
+
+    async def acknowledge(self, ref: InboundRef) -> None:
+        """Tell the provider the incoming fax is stored; it may delete it. Only called with ``INBOUND_ACK``."""
+        raise CapabilityMissing(f"provider {self.name!r} has no custody hand-over", provider=self.name)
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[StatusUpdate | InboundRef]:
+        """Read one webhook request the provider sent. Only called with ``WEBHOOK``.
+
+        Raises ``ProviderPermanentError`` for a request that is not a valid notification of this provider.
+        """
+        raise CapabilityMissing(f"provider {self.name!r} sends no webhooks", provider=self.name)
 
     async def aclose(self) -> None:  # noqa: B027 - most adapters hold nothing to close
         """Release connections and files."""
