@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.utils
 import re
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage, Message
@@ -56,7 +57,10 @@ def mails(settings: Settings) -> list[Message]:
 
 
 def key_mails(settings: Settings) -> list[Message]:
-    return [m for m in mails(settings) if str(m["Subject"]).startswith("New fax secret key")]
+    """The key mails, oldest first by their Date (the bridge's clock): Maildir names do not order mails
+    written within the same second."""
+    found = [m for m in mails(settings) if str(m["Subject"]).startswith("New fax secret key")]
+    return sorted(found, key=lambda m: email.utils.parsedate_to_datetime(str(m["Date"])))
 
 
 def key_from(message: Message) -> str:
