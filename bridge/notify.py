@@ -30,9 +30,10 @@ from bridge.routing import format_number
 __all__ = ["NOTICE_STATES", "compose_notice", "notice_recipients"]
 
 NOTICE_STATES: frozenset[JobState] = frozenset(
-    {JobState.DELIVERED, JobState.FAILED, JobState.REJECTED, JobState.QUARANTINED}
+    {JobState.DELIVERED, JobState.FAILED, JobState.REJECTED, JobState.QUARANTINED, JobState.SUBMITTED}
 )
-"""The job states a notice can be composed for."""
+"""The job states a notice can be composed for. ``SUBMITTED`` only for a provider that reports no outcome: the
+notice then says the fax was handed over, never that it was delivered."""
 
 # The sender's subject is echoed in ours; a mile-long subject would push ours out of view in a mail client.
 PREVIEW_FILENAME = "fax-page-1.png"
@@ -104,7 +105,7 @@ def _address_only(value: str) -> str:
     return address or value
 
 
-def _subject(job: FaxJob, number: str) -> str:
+def _subject(job: FaxJob, number: str, service: str) -> str:
     reason = _one_line(job.reason or "")
     if job.state == JobState.DELIVERED:
         subject = f"Fax to {number} delivered"
@@ -114,6 +115,10 @@ def _subject(job: FaxJob, number: str) -> str:
         subject = f"Fax to {number} failed: {reason}" if reason else f"Fax to {number} failed"
     elif job.state == JobState.REJECTED:
         subject = f"Fax to {number} not sent: {reason}" if reason else f"Fax to {number} not sent"
+    elif job.state == JobState.SUBMITTED:
+        subject = f"Fax to {number} handed to {service}"
+        if job.pages:
+            subject += f" — {_pages(job.pages)}"
     else:
         subject = f"Fax to {number}: delivery uncertain"
     theirs = _one_line(job.subject)
@@ -142,11 +147,20 @@ def _bullet(text: str) -> list[str]:
     )
 
 
-def _body(job: FaxJob, number: str, document_notes: Sequence[str], *, with_preview: bool = False) -> str:
+def _body(
+    job: FaxJob, number: str, document_notes: Sequence[str], *, with_preview: bool = False, service: str = ""
+) -> str:
     reason = _one_line(job.reason or "")
     lines: list[str] = []
     if job.state == JobState.DELIVERED:
         lines += _paragraph(f"Your fax to {number} was delivered.")
+    elif job.state == JobState.SUBMITTED:
+        lines += _paragraph(f"Your fax to {number} was handed to {service}, which accepted it for sending.")
+        lines.append("")
+        lines += _paragraph(
+            f"{service} does not tell whether faxes reach the recipient, so this is the last message about it."
+            " If it matters, ask the recipient whether it arrived."
+        )
     elif job.state == JobState.FAILED:
         lines += _paragraph(f"Your fax to {number} could not be delivered.")
     elif job.state == JobState.REJECTED:
@@ -236,6 +250,7 @@ def compose_notice(
     document_notes: Sequence[str] = (),
     preview: bytes | None = None,
     now: datetime | None = None,
+    service: str = "the fax service",
 ) -> EmailMessage:
     """Compose the notice telling the sender how ``job`` ended.
 
@@ -244,7 +259,7 @@ def compose_notice(
     ``hostname`` is the domain of the new ``Message-ID``; ``document_notes`` are lines such as
     ``"report.pdf: 3 pages"``; ``preview`` is a PNG of page 1 of what was faxed, attached as
     ``fax-page-1.png`` (never to a refusal: nothing was faxed); ``now`` is the ``Date`` (default: the current
-    time).
+    time); ``service`` names the fax service in a notice for a provider that reports no outcome.
 
     Raises ``ValueError`` for another state or an empty ``to``.
     """
@@ -263,7 +278,7 @@ def compose_notice(
     message["From"] = from_address
     message["To"] = ", ".join(recipients)
     # A header object whose name matches is stored as it is, keeping its own folding (see _SubjectHeader).
-    message["Subject"] = _HEADERS("Subject", _subject(job, number))
+    message["Subject"] = _HEADERS("Subject", _subject(job, number, service))
     message["Date"] = email.utils.format_datetime(moment)
     # An explicit domain: make_msgid's default looks up this host's FQDN, a blocking DNS query.
     message["Message-ID"] = email.utils.make_msgid(domain=hostname.strip().rstrip(".") or "faxbridge.invalid")
@@ -279,7 +294,7 @@ def compose_notice(
     message["X-Faxbridge-Job"] = job.job_id
     message["X-Faxbridge-State"] = job.state.value
     attach_preview = preview is not None and job.state != JobState.REJECTED
-    body = _body(job, number, document_notes, with_preview=attach_preview)
+    body = _body(job, number, document_notes, with_preview=attach_preview, service=service)
     # Quoted-printable only when needed: a plain ASCII notice stays readable as raw text, and a non-ASCII one
     # survives relays without 8BITMIME.
     message.set_content(body, charset="utf-8", cte=None if body.isascii() else "quoted-printable")

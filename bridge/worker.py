@@ -536,7 +536,12 @@ class Worker:
     async def _poll_status(self, job: FaxJob) -> _Step:
         provider = self._provider(job)
         if Capability.STATUS_POLL not in provider.capabilities:
-            return _Step(JobUpdate(notice=NoticeState.PENDING, next_attempt_at=self._clock() + _NEVER), proceed=True)
+            # The provider never reports an outcome: tell the sender it was handed over, then rest for good.
+            if job.notice == NoticeState.NONE:
+                return _Step(JobUpdate(notice=NoticeState.PENDING), proceed=True)
+            if job.notice == NoticeState.PENDING:
+                return await self._notify(job)
+            return _Step(JobUpdate(next_attempt_at=self._clock() + _NEVER), proceed=False)
         receipt = SendReceipt(
             provider_fax_id=job.provider_fax_id,
             client_reference=job.job_id,
@@ -583,6 +588,7 @@ class Worker:
             document_notes=[str(note) for note in notes] if isinstance(notes, list) else [],
             preview=preview,
             now=self._clock(),
+            service=self._service_name(job),
         )
         tries = int(job.detail.get("notice_attempts", 0)) + 1
         try:
@@ -626,6 +632,12 @@ class Worker:
         base = min(worker.retry_max_seconds, worker.retry_initial_seconds * 2 ** max(attempt - 1, 0))
         # Jitter spreads retries of many jobs that failed together.
         return float(base * random.uniform(0.8, 1.0))
+
+    def _service_name(self, job: FaxJob) -> str:
+        provider = self._providers.get(job.provider)
+        if provider is None:
+            return job.provider
+        return provider.display_name
 
     def _has_account(self, job: FaxJob) -> bool:
         return any(account.name == job.account for account in self._settings.accounts)

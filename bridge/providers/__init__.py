@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from bridge.errors import ConfigError
 from bridge.providers.base import FaxProvider, ProviderContext
 
+
 def builtin() -> dict[str, str]:
     """The adapters shipped in this package: every public module here except ``base``."""
     here = Path(__file__).parent

@@ -68,9 +68,7 @@ def make_client(
     transport = context.extra.get("transport")
     return httpx.AsyncClient(
         base_url=base_url,
-        timeout=httpx.Timeout(
-            connect=timeouts.connect, read=timeouts.read, write=timeouts.write, pool=timeouts.pool
-        ),
+        timeout=httpx.Timeout(connect=timeouts.connect, read=timeouts.read, write=timeouts.write, pool=timeouts.pool),
         auth=auth,
         headers=dict(headers or {}),
         transport=transport if isinstance(transport, httpx.AsyncBaseTransport) else None,

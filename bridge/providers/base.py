@@ -77,6 +77,11 @@ class FaxProvider(ABC):
         """The configured provider name."""
         return self.context.name
 
+    @property
+    def display_name(self) -> str:
+        """How notices name the service ("VoipNow"): the class's ``service_name``, else the adapter type."""
+        return str(getattr(type(self), "service_name", "") or self.type_name)
+
     @abstractmethod
     async def send(self, fax: OutboundFax) -> SendReceipt:
         """Hand the fax over; return once the provider has accepted it."""

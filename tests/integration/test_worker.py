@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.policy import default
 from typing import Any, ClassVar
 
 import pytest
@@ -65,6 +66,13 @@ class ScriptedProvider(LocalProvider):
 
 class NoReferenceProvider(ScriptedProvider):
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.STATUS_POLL})
+
+
+class NoStatusProvider(ScriptedProvider):
+    """A service that takes faxes and never says what became of them (as VoipNow)."""
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    service_name: ClassVar[str] = "Example Fax"
 
 
 @pytest.fixture
@@ -124,7 +132,7 @@ async def accept(settings: Settings, store: SQLStore, to: str = "+4930123456@fax
 
 
 def notice_subjects(settings: Settings) -> list[str]:
-    return [str(email.message_from_bytes(raw)["Subject"]) for raw in maildir_bytes(settings)]
+    return [str(email.message_from_bytes(raw, policy=default)["Subject"]) for raw in maildir_bytes(settings)]
 
 
 async def test_happy_path_walks_every_state(settings: Settings, store: SQLStore, clock: Clock) -> None:
@@ -138,6 +146,24 @@ async def test_happy_path_walks_every_state(settings: Settings, store: SQLStore,
     assert provider.sends == 1
     [subject] = notice_subjects(settings)
     assert "delivered" in subject
+
+
+async def test_a_provider_without_status_gets_a_handed_over_notice_once(
+    settings: Settings, store: SQLStore, clock: Clock
+) -> None:
+    worker, provider = make_worker(settings, store, clock, NoStatusProvider)
+    job_id = await accept(settings, store)
+    await worker.run_until_idle()
+    job = await store.get_job(job_id)
+    assert (job.state, job.notice) == (JobState.SUBMITTED, NoticeState.SENT)
+    [subject] = notice_subjects(settings)
+    assert subject.startswith("Fax to +49 30 123456 handed to Example Fax")
+    assert "delivered" not in subject
+    clock.advance(days=30)
+    await worker.run_until_idle()
+    assert len(notice_subjects(settings)) == 1  # told once, and never asked about again
+    assert provider.sends == 1
+    assert (await store.get_job(job_id)).state == JobState.SUBMITTED
 
 
 async def test_temporary_error_retries_with_backoff(settings: Settings, store: SQLStore, clock: Clock) -> None:

@@ -239,10 +239,21 @@ def test_long_sender_subjects_are_shortened_in_ours() -> None:
     assert subject.endswith("…)")
 
 
-@pytest.mark.parametrize("state", [JobState.RECEIVED, JobState.SUBMITTED, JobState.CANCELLED])
+@pytest.mark.parametrize("state", [JobState.RECEIVED, JobState.READY, JobState.CANCELLED])
 def test_no_notice_for_other_states(state: JobState) -> None:
     with pytest.raises(ValueError, match=state.value):
         notice(make_job(state=state))
+
+
+def test_a_fax_handed_to_a_service_without_status_is_never_called_delivered() -> None:
+    message = notice(make_job(state=JobState.SUBMITTED, pages=2), service="VoipNow")
+    assert str(message["Subject"]).startswith("Fax to +49 30 123456 handed to VoipNow — 2 pages")
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    text = str(body.get_content())
+    assert "was handed to VoipNow" in text
+    assert "ask the recipient" in text
+    assert "delivered" not in text.lower().replace("whether faxes reach", "")
 
 
 def test_a_notice_needs_recipients() -> None:
