@@ -43,6 +43,9 @@ from bridge.errors import ConfigError
 DEFAULT_CONFIG_PATH = Path("/etc/faxbridge/faxbridge.toml")
 
 
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -294,6 +297,13 @@ class AccountSettings(_Section):
     """How long the previous key is still accepted after a rotation."""
     secret_key_notify: list[str] = Field(default_factory=list)
     """Who receives each new key; empty: ``notify_extra``."""
+    caller_id: str | None = None
+    """The number faxes say they come from (E.164, ``+4930123456``), where the provider's API takes one."""
+    fax_header: str | None = Field(default=None, max_length=40)
+    """The fax header line (the sender's name in the page's top line, TSI/CSID), where the API takes one."""
+    sender_caller_ids: dict[str, str] = Field(default_factory=dict)
+    """Per sender address, the caller ID for its faxes: typically the incoming number whose faxes are mailed
+    to that address, so that replies reach the person who sent. Falls back to ``caller_id``."""
     max_faxes_per_hour: int | None = Field(default=None, ge=1)
     """Faxes one envelope sender may send in any hour; past it, recipients get ``450 4.7.1`` (try later)."""
     max_pages_per_day: int | None = Field(default=None, ge=1)
@@ -314,6 +324,21 @@ class AccountSettings(_Section):
     allowed_number_types: list[DeniableNumberType] = Field(default_factory=list)
     """Number types denied by default that this account may fax to anyway: ``PREMIUM_RATE``,
     ``SHARED_COST``, ``UAN``, ``PERSONAL_NUMBER``, ``PAGER``, ``VOIP``."""
+
+    @field_validator("caller_id")
+    @classmethod
+    def _caller_id(cls, value: str | None) -> str | None:
+        if value is not None and not _E164.fullmatch(value):
+            raise ValueError(f"not an E.164 number such as +4930123456: {value!r}")
+        return value
+
+    @field_validator("sender_caller_ids")
+    @classmethod
+    def _sender_caller_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        for number in value.values():
+            if not _E164.fullmatch(number):
+                raise ValueError(f"not an E.164 number such as +4930123456: {number!r}")
+        return {address.strip().lower(): number for address, number in value.items()}
 
     @field_validator("country")
     @classmethod

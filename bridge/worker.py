@@ -652,6 +652,11 @@ class Worker:
         document = self._documents.get(job.job_id) or await self._store.get_document(job.job_id)
         if document is None:
             raise LookupError(f"job {job.job_id} has no document although it was converted")
+        caller_id = header = None
+        if self._has_account(job):
+            account = self._settings.account(job.account)
+            caller_id = account.sender_caller_ids.get(job.sender.strip().lower()) or account.caller_id
+            header = account.fax_header
         return OutboundFax(
             job_id=job.job_id,
             to=job.number,
@@ -660,4 +665,6 @@ class Worker:
             sender=job.sender,
             account=job.account,
             subject=job.subject,
+            caller_id=caller_id,
+            header=header,
         )

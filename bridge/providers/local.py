@@ -110,6 +110,8 @@ class LocalProvider(FaxProvider):
             "sender": fax.sender,
             "account": fax.account,
             "subject": fax.subject,
+            "caller_id": fax.caller_id,
+            "header": fax.header,
             "submitted_at": now.isoformat(),
             **outcome,
         }

@@ -28,7 +28,7 @@ from bridge.routing import Router
 from bridge.settings import Settings
 from bridge.stores.sql import SQLStore
 from bridge.worker import Worker, default_worker_id
-from tests.conftest import maildir_bytes
+from tests.conftest import maildir_bytes, outbox_submissions
 from tests.integration.smtp_client import make_message
 
 
@@ -116,14 +116,16 @@ def make_worker(
     return worker, provider
 
 
-async def accept(settings: Settings, store: SQLStore, to: str = "+4930123456@fax.localhost") -> str:
+async def accept(
+    settings: Settings, store: SQLStore, to: str = "+4930123456@fax.localhost", sender: str = "demo@example.com"
+) -> str:
     router = Router(settings)
     account = settings.accounts[0]
     request = build_request(
         router,
         account,
-        make_message(to=to).as_bytes(),
-        mail_from="demo@example.com",
+        make_message(to=to, sender=sender).as_bytes(),
+        mail_from=sender,
         recipients=[router.recipient(to, account)],
         client_address="127.0.0.1",
     )
@@ -164,6 +166,37 @@ async def test_a_provider_without_status_gets_a_handed_over_notice_once(
     assert len(notice_subjects(settings)) == 1  # told once, and never asked about again
     assert provider.sends == 1
     assert (await store.get_job(job_id)).state == JobState.SUBMITTED
+
+
+async def test_the_fax_carries_the_accounts_caller_id_and_the_senders_own(
+    make_settings: Any, clock: Clock
+) -> None:
+    settings = make_settings(
+        accounts=[
+            {
+                "name": "demo",
+                "provider": "local",
+                "country": "DE",
+                "allowed_senders": ["demo@example.com", "jane@example.com"],
+                "caller_id": "+4930123000",
+                "fax_header": "Example GmbH",
+                "sender_caller_ids": {"Jane@Example.com": "+4930123457"},
+            }
+        ]
+    )
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    db = SQLStore(settings.store_url, dedupe_window=timedelta(days=7), clock=clock)
+    await db.start()
+    try:
+        worker, _ = make_worker(settings, db, clock)
+        first = await accept(settings, db)
+        second = await accept(settings, db, sender="jane@example.com")
+        await worker.run_until_idle()
+        sidecars = {s["job_id"]: s for s in outbox_submissions(settings)}
+        assert (sidecars[first]["caller_id"], sidecars[first]["header"]) == ("+4930123000", "Example GmbH")
+        assert (sidecars[second]["caller_id"], sidecars[second]["header"]) == ("+4930123457", "Example GmbH")
+    finally:
+        await db.close()
 
 
 async def test_temporary_error_retries_with_backoff(settings: Settings, store: SQLStore, clock: Clock) -> None:
