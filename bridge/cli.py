@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("inbox", parents=[common], help="list incoming faxes the providers hold")
 
+    fake = commands.add_parser(
+        "fake-provider", help="run a fake of a fax service's API on this machine, to try a configuration"
+    )
+    fake.add_argument("name", help="the provider type: " + ", ".join(_fake_names()))
+    fake.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    fake.add_argument("--port", type=int, default=8099, help="port to listen on (default 8099)")
+
     secrets = commands.add_parser("secrets", parents=[common], help="Mail2Fax secret keys of an account")
     secrets_cmd = secrets.add_subparsers(dest="secrets_command", required=True, parser_class=_Parser)
     shown = secrets_cmd.add_parser("show", parents=[common], help="state, last and next renewal (never the key)")
@@ -79,9 +86,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fake_names() -> list[str]:
+    from bridge.fakes import available
+
+    return available()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
+    if args.command == "fake-provider":
+        # Needs no configuration: it stands in for a service, not for the bridge.
+        return _fake_provider(args.name, args.host, args.port)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -100,6 +116,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return ExitCode.OK
+
+
+def _fake_provider(name: str, host: str, port: int) -> int:
+    from bridge.fakes import create_app
+    from bridge.fakes.base import serve
+
+    try:
+        fake = create_app(name)
+    except LookupError as exc:
+        _err(str(exc))
+        return ExitCode.USAGE
+    print(f"fake {name} API on http://{host}:{port}/ (controls under /_fake/; Ctrl-C stops it)", flush=True)
+    try:
+        asyncio.run(serve(fake, host=host, port=port))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        _err(f"cannot listen on {host}:{port}: {exc.strerror}")
+        return ExitCode.UNAVAILABLE
+    return ExitCode.OK
 
 
 def _err(message: str) -> None:

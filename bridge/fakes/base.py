@@ -329,3 +329,23 @@ async def serve(fake: FakeApp, *, host: str = "127.0.0.1", port: int = 0, ready:
         await task
     finally:
         server.should_exit = True
+
+
+async def start(fake: FakeApp, *, host: str = "127.0.0.1", port: int = 0) -> tuple[str, Callable[[], Awaitable[None]]]:
+    """Serve ``fake`` on loopback in this event loop; return its base URL and a function that stops it."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(fake.app, host=host, port=port, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await task
+            raise RuntimeError(f"the fake {fake.name} did not start on {host}:{port}")
+        await asyncio.sleep(0.005)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+
+    async def stop() -> None:
+        server.should_exit = True
+        await task
+
+    return f"http://{host}:{bound}", stop
