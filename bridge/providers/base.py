@@ -54,6 +54,9 @@ class ProviderContext:
     """The section name in ``[providers.NAME]``; several sections may use one adapter type."""
     state_dir: Path
     extra: Mapping[str, Any] = field(default_factory=dict)
+    """Stand-ins for the outside world, for tests and fakes: ``"transport"`` (an ``httpx`` transport that
+    replaces the network, see ``_http.make_client``) and ``"clock"`` (a callable returning seconds, for token
+    lifetimes). Empty in production."""
 
     def path(self, value: Path) -> Path:
         """Resolve a configured path against the state directory."""

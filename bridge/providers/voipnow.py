@@ -21,7 +21,9 @@ What VoipNow does not have, and what follows from it:
 * **No inbound API and no webhooks**: no ``INBOUND_*``, no ``WEBHOOK``.
 * **No sender-identity field**: the ``request`` part documents only ``recipients``. ``OutboundFax.caller_id``
   and ``OutboundFax.header`` are not sent; the caller id and fax header are those configured in VoipNow for
-  the sending ``extension``. Sending undocumented fields could make VoipNow refuse every fax.
+  the sending ``extension``. Sending undocumented fields could make VoipNow refuse every fax. The first fax
+  that carries either is logged once (INFO), so an operator who set ``caller_id``/``fax_header`` on the
+  account learns why they do not appear.
 * **No quota headers** are documented; ``429`` (and ``503`` with ``Retry-After``) become ``RateLimited``.
 
 Errors. VoipNow's error body is ``{"error": {"code": "…", "message": "…"}}``; the OAuth endpoint answers
@@ -55,10 +57,11 @@ Open questions (providers.md §7) and the reading chosen (each one fails safe):
   fax we sent; since we cannot check, it raises ``SubmissionUnknown`` with ``maybe_accepted`` (a person
   looks) rather than reporting the fax handed over or sending it again. A ``2xx`` without an ``id``/``uid``
   is treated the same way (``MalformedResponse``, maybe accepted). ``id`` may be a number or a string.
-* *How are recipients written?* The docs show local numbers (``7778888``) and extensions. ``recipient_format``
-  chooses ``e164`` (``+4930123456``, the default) or ``digits`` (``4930123456``), with ``dial_prefix`` put in
-  front (``00`` gives ``004930123456``) to match the dial plan of the sending extension; VoipNow refuses a
-  format it cannot route with ``fx_recipients_invalid`` (permanent, nothing sent).
+* *How are recipients written?* (not in §7, but undocumented too) The docs show local numbers (``7778888``)
+  and extensions. ``recipient_format`` chooses ``e164`` (``+4930123456``, the default) or ``digits``
+  (``4930123456``, with an optional ``dial_prefix`` in front: ``00`` gives ``004930123456``) to match the
+  dial plan of the sending extension; VoipNow refuses a format it cannot route with ``fx_recipients_invalid``
+  (permanent, nothing sent).
 
 The adapter accepts every documented variant of VoipNow's answers: ``id`` as number or string, ``expires_in``
 as number or string, both error body shapes, both spellings of ``access_denied``, ``200`` and ``204``.
@@ -72,13 +75,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NoReturn
+from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -109,6 +113,8 @@ __all__ = [
     "state_report",
     "token_lifetime",
 ]
+
+log = logging.getLogger(__name__)
 
 # The vendor's own client checks extensions with this: extended ("0003*210") or short ("210").
 EXTENSION_PATTERN = re.compile(r"^(?:\d{4}\*\d{3}|\d{3})$")
@@ -159,16 +165,14 @@ class VoipNowSettings(ProviderSettings):
     @field_validator("extension")
     @classmethod
     def _extension(cls, value: str) -> str:
-        if not EXTENSION_PATTERN.match(value):
-            raise ValueError(
-                "must be a VoipNow extension number: extended like 0003*210 or short like 210 (not @self)"
-            )
+        if not EXTENSION_PATTERN.fullmatch(value):
+            raise ValueError("must be a VoipNow extension number: extended like 0003*210 or short like 210 (not @self)")
         return value
 
     @field_validator("user_id")
     @classmethod
     def _user_id(cls, value: str) -> str:
-        if not _USER_ID_PATTERN.match(value):
+        if not _USER_ID_PATTERN.fullmatch(value):
             raise ValueError("must be @me, @viewer, @owner or a numeric VoipNow user id")
         return value
 
@@ -178,6 +182,12 @@ class VoipNowSettings(ProviderSettings):
         if not re.fullmatch(r"[0-9*#]*", value):
             raise ValueError("may contain only digits, * and #, e.g. 00")
         return value
+
+    @model_validator(mode="after")
+    def _prefix_needs_digits(self) -> VoipNowSettings:
+        if self.dial_prefix and self.recipient_format != "digits":
+            raise ValueError('dial_prefix needs recipient_format = "digits" (a prefix in front of "+" dials nothing)')
+        return self
 
     @model_validator(mode="after")
     def _one_secret(self) -> VoipNowSettings:
@@ -298,7 +308,8 @@ def classify_error(
     """The error a VoipNow answer means, or ``None`` for a plain success.
 
     Known codes are classified by code whatever the HTTP status (VoipNow lists ``internal_server_error`` with
-    both 400 and 500); ``429`` stays a rate limit; anything else is classified by its HTTP status.
+    both 400 and 500); a ``429`` (or ``503`` with ``Retry-After``) stays a rate limit; anything else is
+    classified by its HTTP status (``_http.check_response``).
     """
     code, message = parse_error_body(response)
     status = response.status_code
@@ -307,7 +318,10 @@ def classify_error(
         return None
     detail = f"{code}: {message}" if code and message else (code or message)
     rule = ERRORS.get(code) if code else None
-    if rule is not None and status != 429:
+    rate_limited = status == 429 or (
+        status == 503 and _http.retry_after_seconds(response.headers.get("retry-after")) is not None
+    )
+    if rule is not None and not rate_limited:
         reason = rule.reason.format(name=provider)
         text = f"{provider}: {reason} ({detail}, HTTP {status})"
         if rule.kind == "invalid_number":
@@ -325,18 +339,14 @@ def classify_error(
             code=code,
             maybe_accepted=sending,
         )
-    reason = hint if status == 404 and hint else None
+    explained = hint if status == 404 and hint else None
     if detail:
-        reason = f"{reason} ({detail})" if reason else detail
+        explained = f"{explained} ({detail})" if explained else detail
     try:
-        _http.check_response(response, provider=provider, sending=sending, reason=reason, code=code)
+        _http.check_response(response, provider=provider, sending=sending, reason=explained, code=code)
     except ProviderError as exc:
         return exc
     raise AssertionError(f"check_response accepted HTTP {status}")  # pragma: no cover - status is not 2xx here
-
-
-def _raise(error: ProviderError) -> NoReturn:
-    raise error
 
 
 def token_lifetime(value: object) -> float:
@@ -361,7 +371,7 @@ def format_recipient(number: str, *, recipient_format: Literal["e164", "digits"]
     if not digits.isdigit():
         raise InvalidNumber(f"{number!r} is not a number in E.164 form (+ and digits)")
     if recipient_format == "e164":
-        return f"{dial_prefix}+{digits}" if dial_prefix else f"+{digits}"
+        return f"+{digits}"
     return f"{dial_prefix}{digits}"
 
 
@@ -379,6 +389,7 @@ class VoipNowProvider(FaxProvider):
     """Sends faxes through VoipNow's UnifiedAPI; the outcome is not reported back (no status call)."""
 
     type_name: ClassVar[str] = "voipnow"
+    service_name: ClassVar[str] = "VoipNow"
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     settings_model: ClassVar[type[ProviderSettings]] = VoipNowSettings
 
@@ -393,6 +404,7 @@ class VoipNowProvider(FaxProvider):
         self._token: _Token | None = None
         # Concurrent sends with no valid token must fetch one token, not one each.
         self._token_lock = asyncio.Lock()
+        self._identity_noted = False
         self.send_url = f"{settings.api_path}/faxes/{settings.user_id}/{settings.extension}"
 
     # -- token --------------------------------------------------------------------------------------------
@@ -408,7 +420,7 @@ class VoipNowProvider(FaxProvider):
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise ProviderTemporaryError(
                 f"{self.name}: cannot read the VoipNow App secret from {self._secret_file}: {why}; "
-                "fix providers.{self.name}.client_secret_file (faxes wait until it is readable)",
+                f"fix providers.{self.name}.client_secret_file (faxes wait until it is readable)",
                 provider=self.name,
                 code="client_secret_unreadable",
             ) from exc
@@ -491,6 +503,14 @@ class VoipNowProvider(FaxProvider):
     async def send(self, fax: OutboundFax) -> SendReceipt:
         """Post the fax; return VoipNow's fax id. Raises classified errors (see the module docstring)."""
         recipient = self._recipient(fax)
+        if (fax.caller_id or fax.header) and not self._identity_noted:
+            self._identity_noted = True
+            log.info(
+                "%s: VoipNow's API takes no caller ID or fax header; faxes show those of extension %s as set in "
+                "VoipNow (the account's caller_id / fax_header are not used)",
+                self.name,
+                self._settings.extension,
+            )
         token = await self._access_token()
         response = await self._post_fax(fax, token, recipient)
         if response.status_code in (401, 403):
@@ -505,7 +525,7 @@ class VoipNowProvider(FaxProvider):
         if error is not None:
             if isinstance(error, AuthenticationFailed):
                 self._token = None
-            _raise(error)
+            raise error
         return self._receipt(fax, response)
 
     def _receipt(self, fax: OutboundFax, response: httpx.Response) -> SendReceipt:

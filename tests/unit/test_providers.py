@@ -43,8 +43,13 @@ def test_local_is_built_in() -> None:
 
 
 def test_unknown_type_names_the_known_ones(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown provider type 'telefax'; known types: local"):
+    with pytest.raises(ConfigError, match="unknown provider type 'telefax'; known types: ") as caught:
         build_provider("main", {"type": "telefax"}, tmp_path)
+    known = str(caught.value).rsplit(": ", 1)[1].split(", ")
+    assert "local" in known
+    assert known == sorted(known)
+    # Built-in adapters are found by their module, never the package's private helpers or the contract.
+    assert not {"base", "_http"} & set(known)
     with pytest.raises(ConfigError, match=r"providers\.main\.type: missing"):
         build_provider("main", {}, tmp_path)
 
