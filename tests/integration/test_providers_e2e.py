@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from email.policy import default
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -42,23 +43,37 @@ def harness_class(name: str) -> type[Harness]:
 
 
 def pointed_at(section: dict[str, Any], url: str) -> dict[str, Any]:
-    """The section with every service address replaced by the fake's (lists of addresses too)."""
+    """The section with every service address moved to the fake's host and port, paths kept."""
 
     def swap(value: Any) -> Any:
         if isinstance(value, str) and value.startswith(("http://", "https://")):
-            return url
+            parts = urlsplit(value)
+            return url + parts.path + (f"?{parts.query}" if parts.query else "")
         if isinstance(value, list):
             return [swap(item) for item in value]
         if isinstance(value, dict):
             return {key: swap(item) for key, item in value.items()}
         return value
 
-    return {key: swap(value) for key, value in section.items()}
+    section = {key: swap(value) for key, value in section.items()}
+    if section.get("type") == "retarus":
+        # The Retarus fake tells its data centres apart by a path prefix on loopback (see its docstring).
+        section["send_url"] = f"{url}/ha/rest/v1"
+        section["report_urls"] = [f"{url}/de1/rest/v1", f"{url}/de2/rest/v1"]
+        if "inbound" in section:
+            section["inbound"] = {
+                **section["inbound"],
+                "urls": [f"{url}/de1/faxin/rest/v1", f"{url}/de2/faxin/rest/v1"],
+            }
+    return section
 
 
 @pytest.mark.parametrize("name", available())
 async def test_a_mail_is_faxed_through_the_provider(name: str, make_settings: Any, tmp_path: Path) -> None:
-    harness = harness_class(name)(tmp_path)
+    # The harness writes its secret files where the bridge resolves relative paths: the state directory.
+    state_dir = tmp_path / "var"
+    state_dir.mkdir()
+    harness = harness_class(name)(state_dir)
     url, stop = await start(harness.fake)
     try:
         section = pointed_at(harness.section(), url)
