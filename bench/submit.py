@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import socket
 import statistics
@@ -107,18 +108,25 @@ async def run_adapter(provider: Any, count: int, concurrency: int, document: byt
     return count / (time.perf_counter() - started)
 
 
-async def run_bare(client: httpx.AsyncClient, request: Recorded, count: int, concurrency: int) -> float:
+_REPLAYED = itertools.count(1)
+
+
+async def run_bare(client: httpx.AsyncClient, request: Recorded, job_id: str, count: int, concurrency: int) -> float:
+    """Post the adapter's request ``count`` times; each copy carries a fresh job id of the same length (APIs
+    that refuse a reference they have seen, as Retarus does, would answer 409), made before the clock starts."""
     slots = asyncio.Semaphore(concurrency)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-length", "host")}
+    old = job_id.encode()
+    bodies = [request.content.replace(old, f"01REPLAY{next(_REPLAYED):010d}".encode()) for _ in range(count)]
 
-    async def one() -> None:
+    async def one(body: bytes) -> None:
         async with slots:
-            response = await client.request(request.method, request.url, headers=headers, content=request.content)
+            response = await client.request(request.method, request.url, headers=headers, content=body)
             if response.status_code >= 400:
                 raise RuntimeError(f"the bare client got HTTP {response.status_code}: {response.text[:200]}")
 
     started = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(count)))
+    await asyncio.gather(*(one(body) for body in bodies))
     return count / (time.perf_counter() - started)
 
 
@@ -138,11 +146,12 @@ async def bench_provider(name: str, args: argparse.Namespace, tmp: Path) -> list
         if not sends:
             sends = [r for r in recorder.seen if harness.send_path in r.url]
         request = sends[-1]
+        job_id = fax(9, document).job_id  # the last warm-up fax, whose request is replayed
         adapter_rates: list[float] = []
         bare_rates: list[float] = []
         ratios: list[float] = []
         async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=100)) as bare:
-            await run_bare(bare, request, 10, args.concurrency)
+            await run_bare(bare, request, job_id, 10, args.concurrency)
             offset = 1000
             for round_ in range(args.rounds):
                 first_adapter = round_ % 2 == 0
@@ -152,7 +161,7 @@ async def bench_provider(name: str, args: argparse.Namespace, tmp: Path) -> list
                         a = await run_adapter(provider, args.faxes, args.concurrency, document, offset)
                         offset += args.faxes
                     else:
-                        b = await run_bare(bare, request, args.faxes, args.concurrency)
+                        b = await run_bare(bare, request, job_id, args.faxes, args.concurrency)
                 adapter_rates.append(a)
                 bare_rates.append(b)
                 ratios.append(a / b)
