@@ -37,6 +37,7 @@ from bridge.converters import ConversionOptions, ConversionResult, CoverInfo
 from bridge.converters.sandbox import ConverterStopped, Limits, Sandbox
 from bridge.errors import (
     BridgeError,
+    CapabilityMissing,
     ConversionError,
     LeaseLost,
     MessageRejected,
@@ -506,11 +507,15 @@ class Worker:
 
     async def _reconcile(self, job: FaxJob) -> _Step:
         provider = self._provider(job)
-        if Capability.CLIENT_REFERENCE not in provider.capabilities:
-            return self._uncertain(job, f"{provider.name} offers no way to look up an interrupted submission")
+        # Every provider is asked: one that can only sometimes find a fax (a journal written once the fax is
+        # finished) still saves a quarantine when it does. Only a provider that declares CLIENT_REFERENCE may
+        # answer "certainly not there" (None); from any other that answer counts as "cannot tell".
+        certain = Capability.CLIENT_REFERENCE in provider.capabilities
         fax = await self._outbound(job)
         try:
             receipt = await provider.find_submission(fax)
+        except CapabilityMissing:
+            return self._uncertain(job, f"{provider.name} offers no way to look up an interrupted submission")
         except SubmissionUnknown as exc:
             return self._uncertain(job, str(exc))
         except ProviderTemporaryError as exc:
@@ -519,6 +524,8 @@ class Worker:
             return _Step(JobUpdate(next_attempt_at=self._clock() + timedelta(seconds=delay)), proceed=False)
         except ProviderError as exc:
             return self._uncertain(job, str(exc))
+        if receipt is None and not certain:
+            return self._uncertain(job, f"{provider.name} did not find the fax, but cannot rule out that it has it")
         if receipt is None:
             log.info("job %s: the interrupted send did not reach %s; sending it now", job.job_id, provider.name)
             return _Step(JobUpdate(state=JobState.READY, next_attempt_at=self._clock()), proceed=True)

@@ -65,7 +65,22 @@ class ScriptedProvider(LocalProvider):
 
 
 class NoReferenceProvider(ScriptedProvider):
+    """A service with no way at all to look a fax up (the base class's ``find_submission``)."""
+
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.STATUS_POLL})
+
+    async def find_submission(self, fax: OutboundFax) -> SendReceipt | None:
+        return await FaxProvider.find_submission(self, fax)
+
+
+class JournalProvider(ScriptedProvider):
+    """A service that finds a fax once it is in its journal, but cannot prove a fax absent (as Sipwise)."""
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.STATUS_POLL})
+    journal_has_it = True
+
+    async def find_submission(self, fax: OutboundFax) -> SendReceipt | None:
+        return await super().find_submission(fax) if self.journal_has_it else None
 
 
 class NoStatusProvider(ScriptedProvider):
@@ -168,9 +183,7 @@ async def test_a_provider_without_status_gets_a_handed_over_notice_once(
     assert (await store.get_job(job_id)).state == JobState.SUBMITTED
 
 
-async def test_the_fax_carries_the_accounts_caller_id_and_the_senders_own(
-    make_settings: Any, clock: Clock
-) -> None:
+async def test_the_fax_carries_the_accounts_caller_id_and_the_senders_own(make_settings: Any, clock: Clock) -> None:
     settings = make_settings(
         accounts=[
             {
@@ -270,6 +283,21 @@ async def test_uncertain_without_a_reference_is_quarantined(settings: Settings, 
     assert provider.sends == 1
     [subject] = notice_subjects(settings)
     assert "uncertain" in subject
+
+
+@pytest.mark.parametrize(("found", "expected"), [(True, JobState.DELIVERED), (False, JobState.QUARANTINED)])
+async def test_a_provider_without_certain_lookups_is_still_asked(
+    settings: Settings, store: SQLStore, clock: Clock, found: bool, expected: JobState
+) -> None:
+    worker, provider = make_worker(settings, store, clock, JournalProvider)
+    provider.journal_has_it = found
+    provider.faults.append(("after", ProviderUnavailable("timeout", provider="local", maybe_accepted=True)))
+    job_id = await accept(settings, store)
+    await worker.run_until_idle()
+    # Found: followed to its outcome. Not found: it may still be there, so it is set aside, not resent.
+    assert (await store.get_job(job_id)).state == expected
+    assert provider.sends == 1
+    assert len(outbox_submissions(settings)) == 1
 
 
 async def test_job_found_in_submitting_after_a_crash(settings: Settings, store: SQLStore, clock: Clock) -> None:

@@ -58,6 +58,8 @@ class Harness(ABC):
     """The adapter's ``type`` (and the fake's name)."""
     send_path: ClassVar[str]
     """The path prefix of the request that hands a fax over (faults are injected there)."""
+    send_method: ClassVar[str] = "POST"
+    """Its method, so that reads of the same path (a journal) are not hit by the fault."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
@@ -133,7 +135,9 @@ class ContractSuite:
         assert report.raw
 
     async def test_429_says_how_long_to_wait(self, harness: Harness, provider: FaxProvider) -> None:
-        harness.fake.state.inject("status", path=harness.send_path, status=429, headers={"Retry-After": "7"})
+        harness.fake.state.inject(
+            "status", path=harness.send_path, method=harness.send_method, status=429, headers={"Retry-After": "7"}
+        )
         with pytest.raises(RateLimited) as limited:
             await provider.send(outbound())
         assert limited.value.retry_after == 7
@@ -143,7 +147,9 @@ class ContractSuite:
         assert harness.faxes_at_fake() == 1
 
     async def test_a_5xx_answer_to_a_send_may_have_been_accepted(self, harness: Harness, provider: FaxProvider) -> None:
-        harness.fake.state.inject("status", path=harness.send_path, status=502, body=b"<html>Bad Gateway</html>")
+        harness.fake.state.inject(
+            "status", path=harness.send_path, method=harness.send_method, status=502, body=b"<html>Bad Gateway</html>"
+        )
         with pytest.raises(ProviderTemporaryError) as failed:
             await provider.send(outbound())
         assert failed.value.maybe_accepted
@@ -152,7 +158,7 @@ class ContractSuite:
     async def test_an_interrupted_send_that_was_accepted_is_found_not_resent(
         self, harness: Harness, provider: FaxProvider, fault: Literal["hang_after", "reset_after"]
     ) -> None:
-        harness.fake.state.inject(fault, path=harness.send_path)
+        harness.fake.state.inject(fault, path=harness.send_path, method=harness.send_method)
         fax = outbound()
         with pytest.raises(ProviderUnavailable) as interrupted:
             await provider.send(fax)
@@ -167,7 +173,7 @@ class ContractSuite:
     async def test_an_interrupted_send_that_never_arrived_is_known_to_be_absent(
         self, harness: Harness, provider: FaxProvider
     ) -> None:
-        harness.fake.state.inject("hang", path=harness.send_path)
+        harness.fake.state.inject("hang", path=harness.send_path, method=harness.send_method)
         fax = outbound()
         with pytest.raises(ProviderUnavailable) as interrupted:
             await provider.send(fax)
