@@ -6,9 +6,13 @@ import asyncio
 import json
 import shutil
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from bridge.cli import main
@@ -128,3 +132,43 @@ def test_serve_on_a_taken_port_exits_69(make_settings: Any, capsys: pytest.Captu
     err = capsys.readouterr().err
     assert f"cannot listen for SMTP on 127.0.0.1:{port}" in err
     assert "smtp.listen_port" in err
+
+
+def test_fake_provider_serves_a_fake_on_loopback(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "fake-provider", "voipnow", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().decode()
+        assert f"http://127.0.0.1:{port}/" in line
+        response = None
+        deadline = time.monotonic() + 30
+        while response is None and time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/_fake/requests", timeout=5)
+            except httpx.ConnectError:
+                time.sleep(0.05)  # uvicorn is binding: no event to wait on from outside the process
+        assert response is not None
+        assert response.status_code == 200
+        assert response.json() == []
+        token = httpx.post(f"http://127.0.0.1:{port}/oauth/token.php", data={"grant_type": "client_credentials"})
+        assert token.status_code in (400, 401)  # the fake enforces credentials
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_fake_provider_names_the_fakes_when_the_name_is_unknown(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fake-provider", "telefax"]) == 64
+    err = capsys.readouterr().err
+    assert "no fake for provider 'telefax'" in err
+    assert "voipnow" in err
