@@ -10,7 +10,8 @@ Answers are classified the same way for every provider:
 * ``429``, and ``503`` with ``Retry-After``: ``RateLimited`` with the wait the provider asked for;
 * other ``5xx``, ``408``: ``ProviderTemporaryError``;
 * ``401``/``403``: ``AuthenticationFailed`` (adapters with tokens refresh once and retry before that);
-* other ``4xx``: ``ProviderPermanentError``, with the adapter's own reason when it has one.
+* a ``3xx`` answer to a send (redirects are not followed): ``maybe_accepted``;
+* other ``4xx`` (and ``3xx``): ``ProviderPermanentError``, with the adapter's own reason when it has one.
 """
 
 from __future__ import annotations
@@ -157,6 +158,14 @@ def check_response(
             provider=provider,
             code=error_code,
             maybe_accepted=sending,
+        )
+    if sending and 300 <= status < 400:
+        # Redirects are not followed; a send answered with one may still have been taken by the service.
+        raise ProviderTemporaryError(
+            f"{provider}: the fax service answered the send with a redirect ({detail})",
+            provider=provider,
+            code=error_code,
+            maybe_accepted=True,
         )
     if status in (401, 403):
         raise AuthenticationFailed(
