@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import os
 import socket
 import statistics
@@ -69,8 +70,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_fake(name: str, port: int) -> subprocess.Popen[bytes]:
-    argv = server_argv([sys.executable, "-m", "bridge", "fake-provider", name, "--port", str(port)])
+def start_fake(name: str, port: int, options: dict[str, Any]) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "bridge", "fake-provider", name, "--port", str(port)]
+    argv += [f"--option={key}={json.dumps(value)}" for key, value in options.items()]
+    argv = server_argv(argv)
     process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert process.stdout is not None
     process.stdout.readline()  # the fake's one line: it is about to listen
@@ -132,10 +135,10 @@ async def run_bare(client: httpx.AsyncClient, request: Recorded, job_id: str, co
 
 async def bench_provider(name: str, args: argparse.Namespace, tmp: Path) -> list[str]:
     port = free_port()
-    process = start_fake(name, port)
+    harness = harness_class(name)(tmp)
+    process = start_fake(name, port, harness.fake_options())
     url = f"http://127.0.0.1:{port}"
     try:
-        harness = harness_class(name)(tmp)
         section = pointed_at(harness.section(), url)
         section["timeouts"] = {"connect": 5, "read": 30, "write": 30, "pool": 30}
         recorder = RecordingTransport(httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=100)))

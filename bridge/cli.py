@@ -76,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument("name", help="the provider type: " + ", ".join(_fake_names()))
     fake.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     fake.add_argument("--port", type=int, default=8099, help="port to listen on (default 8099)")
+    fake.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the fake (its credentials, for instance; VALUE may be JSON); see the fake's docstring",
+    )
 
     secrets = commands.add_parser("secrets", parents=[common], help="Mail2Fax secret keys of an account")
     secrets_cmd = secrets.add_subparsers(dest="secrets_command", required=True, parser_class=_Parser)
@@ -97,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "fake-provider":
         # Needs no configuration: it stands in for a service, not for the bridge.
-        return _fake_provider(args.name, args.host, args.port)
+        return _fake_provider(args.name, args.host, args.port, args.option)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -118,12 +125,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.OK
 
 
-def _fake_provider(name: str, host: str, port: int) -> int:
+def _fake_provider(name: str, host: str, port: int, raw_options: Sequence[str] = ()) -> int:
     from bridge.fakes import create_app
     from bridge.fakes.base import serve
 
+    options: dict[str, object] = {}
+    for item in raw_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _err(f"--option takes KEY=VALUE, not {item!r}")
+            return ExitCode.USAGE
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
     try:
-        fake = create_app(name)
+        fake = create_app(name, **options)
+    except TypeError as exc:
+        _err(f"the {name} fake does not take these options: {exc}")
+        return ExitCode.USAGE
     except LookupError as exc:
         _err(str(exc))
         return ExitCode.USAGE
