@@ -17,5 +17,5 @@ def setup_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Library chatter drowns out the bridge's own lines at INFO.
-    for noisy in ("mail.log", "aiosmtpd", "apscheduler", "sqlalchemy"):
+    for noisy in ("mail.log", "aiosmtpd", "apscheduler", "sqlalchemy", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
