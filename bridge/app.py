@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bridge.errors import StartupError
+from bridge.inbound import InboundDelivery
 from bridge.intake import Intake
 from bridge.mailer import Mailer, build_mailer
 from bridge.models import InboundRef
@@ -38,7 +39,6 @@ from bridge.worker import Worker
 
 log = logging.getLogger(__name__)
 
-INBOUND_LIST_SECONDS = 5.0
 KEY_CHECK_SECONDS = 60.0
 """How often the daemon looks for secret keys that are due for renewal."""
 
@@ -96,6 +96,7 @@ class Bridge:
         self.store: JobStore | None = None
         self.worker: Worker | None = None
         self.keys: KeyRotation | None = None
+        self.inbound: InboundDelivery | None = None
         self.smtp: SMTPServer | None = None
         self.address: tuple[str, int] | None = None
         self._worker_task: asyncio.Task[None] | None = None
@@ -134,15 +135,20 @@ class Bridge:
             log.info("the worker is disabled (worker.enabled = false): jobs are stored, not sent")
 
         scheduler = AsyncIOScheduler(timezone="UTC")
-        watch = InboundWatch(providers)
-        scheduler.add_job(
-            watch.poll,
-            "interval",
-            seconds=INBOUND_LIST_SECONDS,
-            max_instances=1,
-            coalesce=True,
-            id="inbound-list",
-        )
+        inbound = InboundDelivery(settings, store, providers, mailer, holder=worker.worker_id, clock=self.clock)
+        self.inbound = inbound
+        if settings.inbound.enabled:
+            # One instance of a cluster polls at a time (a lease in the store); each fax is mailed once.
+            scheduler.add_job(
+                inbound.poll,
+                "interval",
+                seconds=settings.inbound.poll_seconds,
+                max_instances=1,
+                coalesce=True,
+                id="inbound-delivery",
+            )
+        else:
+            log.info("incoming faxes are not polled (inbound.enabled = false)")
         keys = KeyRotation(settings, store, mailer)
         self.keys = keys
         # Keys are renewed on the minute after they fall due; the first key of an account that requires one
@@ -157,7 +163,8 @@ class Bridge:
         )
         scheduler.start()
         self._stack.callback(scheduler.shutdown, wait=False)
-        await watch.poll()
+        if settings.inbound.enabled:
+            await inbound.poll()
         await keys.rotate_due(self.clock())
 
         handler = FaxHandler(settings, Router(settings), intake, store=store, keys=keys, clock=lambda: self.clock())

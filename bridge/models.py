@@ -285,3 +285,26 @@ class SenderUsage:
     """Faxes (jobs not refused) accepted since the hour's start."""
     pages: int
     """Pages of those jobs since the day's start (jobs not converted yet count 0)."""
+
+
+class InboundState(enum.StrEnum):
+    """Where the delivery of an incoming fax stands."""
+
+    PENDING = "pending"
+    """Announced by the provider; not yet mailed (or the relay refused it for now)."""
+    DELIVERED = "delivered"
+    """The mail relay (or the Maildir) took the mail; the provider is not told yet."""
+    ACKNOWLEDGED = "acknowledged"
+    """The provider was told; nothing more to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRecord:
+    """An incoming fax as the store tracks it."""
+
+    provider: str
+    provider_fax_id: str
+    state: InboundState
+    attempts: int
+    next_attempt_at: datetime
+    error: str | None = None

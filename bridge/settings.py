@@ -144,6 +144,43 @@ class DocumentSettings(_Section):
     """Attach a small picture of page 1 to the notice of a fax that was sent."""
 
 
+class InboundDestination(_Section):
+    """Where an incoming fax is mailed, and how."""
+
+    address: str = Field(min_length=3)
+    format: Literal["pdf", "tiff"] = "pdf"
+    """The attachment: the fax as PDF or as TIFF (converted when the provider delivered the other)."""
+    preview: bool = True
+    """Attach a small PNG of page 1, so the fax can be seen without opening it."""
+    incoming: bool = True
+    """Sipwise-style flags: this address gets incoming faxes…"""
+    outgoing_copies: bool = False
+    """…copies of faxes sent from this number (not yet sent: the outbound side has no numbers per route)…"""
+    status_reports: bool = False
+    """…and the notices of faxes sent from this number (likewise)."""
+
+
+class InboundRoute(_Section):
+    """The destinations for faxes to one of our numbers (DID)."""
+
+    number: str
+    """The called number in E.164 (``+4930123456``), or ``*`` for every number no other route names."""
+    destinations: list[InboundDestination] = Field(min_length=1)
+
+
+class InboundSettings(_Section):
+    """Incoming faxes: polled from every provider that has an inbound side and mailed by route."""
+
+    enabled: bool = True
+    poll_seconds: float = Field(default=5.0, gt=0)
+    """How often the providers are asked for new faxes; one instance of a cluster asks at a time."""
+    retry_seconds: float = Field(default=60.0, gt=0)
+    """How long a fax waits after the mail relay refused it for now; doubled at each attempt, up to an hour."""
+    routes: list[InboundRoute] = Field(default_factory=list)
+    """The first route whose number is the called number wins; a route with ``*`` catches the rest. A fax no
+    route takes stays at the provider and is logged."""
+
+
 class RelaySettings(_Section):
     """A mail relay that takes every mail the bridge writes."""
 
@@ -368,6 +405,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     worker: WorkerSettings = WorkerSettings()
     documents: DocumentSettings = DocumentSettings()
+    inbound: InboundSettings = InboundSettings()
     mail: MailSettings
     providers: dict[str, dict[str, Any]] = Field(min_length=1)
     """``[providers.NAME]`` sections; each has a ``type`` naming the adapter (``local``, ``ifax``…)."""

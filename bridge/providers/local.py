@@ -79,7 +79,13 @@ class LocalProvider(FaxProvider):
 
     type_name: ClassVar[str] = "local"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.STATUS_POLL, Capability.CLIENT_REFERENCE, Capability.INBOUND_POLL}
+        {
+            Capability.STATUS_POLL,
+            Capability.CLIENT_REFERENCE,
+            Capability.INBOUND_POLL,
+            Capability.INBOUND_DOWNLOAD,
+            Capability.INBOUND_ACK,
+        }
     )
     settings_model: ClassVar[type[ProviderSettings]] = LocalSettings
 
@@ -171,6 +177,29 @@ class LocalProvider(FaxProvider):
             raise ProviderUnavailable(f"cannot read {path}: {exc}", provider=self.name) from exc
         accepted = datetime.fromisoformat(record["submitted_at"])
         return SendReceipt(provider_fax_id=fax.job_id, client_reference=fax.job_id, accepted_at=accepted, raw=record)
+
+    async def download(self, ref: InboundRef) -> bytes:
+        """The file itself."""
+        path = self.inbox / ref.provider_fax_id
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            raise ProviderUnavailable(
+                f"cannot read the incoming fax {path}: {exc.strerror}", provider=self.name
+            ) from exc
+
+    async def acknowledge(self, ref: InboundRef) -> None:
+        """Move the file (and its sidecar) into ``<inbox>/delivered/``, out of the next listing."""
+        await asyncio.to_thread(self._move_delivered, ref.provider_fax_id)
+
+    def _move_delivered(self, name: str) -> None:
+        done = self.inbox / "delivered"
+        done.mkdir(exist_ok=True)
+        for path in (self.inbox / name, (self.inbox / name).with_suffix(".json")):
+            if path.exists():
+                path.replace(done / path.name)
+        fsync_dir(done)
+        fsync_dir(self.inbox)
 
     async def poll_incoming(self) -> list[InboundRef]:
         """List the PDF and TIFF files in the inbox, oldest first."""

@@ -25,6 +25,9 @@ from bridge.models import (
     AcceptRequest,
     AcceptResult,
     FaxJob,
+    InboundRecord,
+    InboundRef,
+    InboundState,
     JobState,
     JobUpdate,
     LeasedJob,
@@ -78,6 +81,32 @@ class JobStore(ABC):
     @abstractmethod
     async def sender_usage(self, sender: str, *, faxes_since: datetime, pages_since: datetime) -> SenderUsage:
         """Faxes by ``sender`` (any case) accepted since ``faxes_since`` and their pages since ``pages_since``."""
+
+    @abstractmethod
+    async def take_cluster_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool:
+        """Hold the lease ``name`` until ``until`` if it is free, expired or already ours; whether we hold it."""
+
+    @abstractmethod
+    async def claim_inbound(self, ref: InboundRef, holder: str, until: datetime, now: datetime) -> InboundRecord | None:
+        """Record ``ref`` if it is new and lease it to ``holder`` for delivery.
+
+        ``None`` when there is nothing to do now: it was acknowledged already, another holder has it, or its
+        next attempt is later. A record in ``DELIVERED`` means: mailed, the provider still to be told.
+        """
+
+    @abstractmethod
+    async def update_inbound(
+        self,
+        provider: str,
+        provider_fax_id: str,
+        holder: str,
+        *,
+        state: InboundState | None = None,
+        error: str | None = None,
+        next_attempt_at: datetime | None = None,
+        now: datetime,
+    ) -> None:
+        """Record the outcome of a delivery attempt and release the lease."""
 
     @abstractmethod
     async def acquire_jobs(self, worker_id: str, lease: timedelta, limit: int) -> list[LeasedJob]:

@@ -18,6 +18,12 @@ Tables:
 ``secret_keys``
     Each account's Mail2Fax secret keys as SHA-256 digests, never in clear: the current one (``retired_at``
     empty) and the ones it replaced, which are still accepted for the account's grace period.
+``inbound_faxes``
+    One row per incoming fax a provider announced: where its delivery stands (``pending``, ``delivered``
+    once the mail relay said ``250``, ``acknowledged`` once the provider was told), and a lease so that one
+    instance delivers it while the others leave it alone.
+``cluster_leases``
+    Named leases for work that must run on one instance of a cluster at a time (polling the providers).
 ``dedupe_keys``
     One row per dedupe key: the job that owns it and when it was claimed. No foreign key to ``jobs``: the key
     is claimed before its job row is inserted, in the same transaction.
@@ -176,6 +182,32 @@ secret_keys = sa.Table(
 # Plain DDL rather than an ``sa.Index``: a database made before the index gains it too, and SQLAlchemy cannot
 # reflect an expression index on SQLite to check for it. Both databases understand this statement.
 SENDER_INDEX_DDL = "CREATE INDEX IF NOT EXISTS ix_messages_sender_received ON messages (lower(mail_from), received_at)"
+
+inbound_faxes = sa.Table(
+    "inbound_faxes",
+    metadata,
+    sa.Column("provider", sa.Text, primary_key=True),
+    sa.Column("provider_fax_id", sa.Text, primary_key=True),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("caller", sa.Text, nullable=True),
+    sa.Column("called", sa.Text, nullable=True),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("first_seen_at", UTCDateTime, nullable=False),
+    sa.Column("delivered_at", UTCDateTime, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("lease_holder", sa.Text, nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+)
+
+cluster_leases = sa.Table(
+    "cluster_leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.Text, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
 
 dedupe_keys = sa.Table(
     "dedupe_keys",

@@ -92,6 +92,9 @@ from bridge.models import (
     AcceptRequest,
     AcceptResult,
     FaxJob,
+    InboundRecord,
+    InboundRef,
+    InboundState,
     JobState,
     JobUpdate,
     LeasedJob,
@@ -102,7 +105,16 @@ from bridge.models import (
 )
 from bridge.stores import schema
 from bridge.stores.base import JobStore
-from bridge.stores.schema import dedupe_keys, documents, jobs, messages, previews, secret_keys
+from bridge.stores.schema import (
+    cluster_leases,
+    dedupe_keys,
+    documents,
+    inbound_faxes,
+    jobs,
+    messages,
+    previews,
+    secret_keys,
+)
 
 __all__ = ["SQLStore"]
 
@@ -891,6 +903,94 @@ class SQLStore(JobStore):
             return SenderUsage(faxes=faxes, pages=pages)
 
         return await self._run(f"count the recent faxes of {sender}", count, write=False)
+
+    # -- cluster leases and incoming faxes ---------------------------------------------------------------
+
+    async def take_cluster_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool:
+        """Hold the lease ``name`` until ``until`` if it is free, expired or already ours."""
+
+        def take(conn: Connection) -> bool:
+            row = conn.execute(
+                sa.select(cluster_leases.c.holder, cluster_leases.c.expires_at)
+                .where(cluster_leases.c.name == name)
+                .with_for_update()
+            ).one_or_none()
+            if row is None:
+                conn.execute(sa.insert(cluster_leases).values(name=name, holder=holder, expires_at=until))
+                return True
+            if row.holder != holder and row.expires_at > now:
+                return False
+            conn.execute(
+                sa.update(cluster_leases).where(cluster_leases.c.name == name).values(holder=holder, expires_at=until)
+            )
+            return True
+
+        return await self._run(f"take the cluster lease {name}", take, write=True)
+
+    async def claim_inbound(self, ref: InboundRef, holder: str, until: datetime, now: datetime) -> InboundRecord | None:
+        """Record ``ref`` if it is new and lease it to ``holder``; ``None`` when there is nothing to do now."""
+        key = (inbound_faxes.c.provider == ref.provider) & (inbound_faxes.c.provider_fax_id == ref.provider_fax_id)
+
+        def claim(conn: Connection) -> InboundRecord | None:
+            row = conn.execute(sa.select(inbound_faxes).where(key).with_for_update()).one_or_none()
+            if row is None:
+                conn.execute(
+                    sa.insert(inbound_faxes).values(
+                        provider=ref.provider,
+                        provider_fax_id=ref.provider_fax_id,
+                        state=InboundState.PENDING.value,
+                        caller=ref.caller,
+                        called=ref.called,
+                        received_at=ref.received_at,
+                        first_seen_at=now,
+                        attempts=0,
+                        next_attempt_at=now,
+                        lease_holder=holder,
+                        lease_expires_at=until,
+                    )
+                )
+                return InboundRecord(ref.provider, ref.provider_fax_id, InboundState.PENDING, 0, now)
+            if row.state == InboundState.ACKNOWLEDGED.value or row.next_attempt_at > now:
+                return None
+            if (
+                row.lease_holder not in (None, holder)
+                and row.lease_expires_at is not None
+                and row.lease_expires_at > now
+            ):
+                return None
+            conn.execute(sa.update(inbound_faxes).where(key).values(lease_holder=holder, lease_expires_at=until))
+            return InboundRecord(
+                row.provider, row.provider_fax_id, InboundState(row.state), row.attempts, row.next_attempt_at, row.error
+            )
+
+        return await self._run(f"claim the incoming fax {ref.provider_fax_id}", claim, write=True)
+
+    async def update_inbound(
+        self,
+        provider: str,
+        provider_fax_id: str,
+        holder: str,
+        *,
+        state: InboundState | None = None,
+        error: str | None = None,
+        next_attempt_at: datetime | None = None,
+        now: datetime,
+    ) -> None:
+        """Record the outcome of a delivery attempt and release the lease."""
+        key = (inbound_faxes.c.provider == provider) & (inbound_faxes.c.provider_fax_id == provider_fax_id)
+        values: dict[str, Any] = {"lease_holder": None, "lease_expires_at": None, "error": error}
+        if state is not None:
+            values["state"] = state.value
+            if state == InboundState.DELIVERED:
+                values["delivered_at"] = now
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+            values["attempts"] = inbound_faxes.c.attempts + 1
+
+        def update(conn: Connection) -> None:
+            conn.execute(sa.update(inbound_faxes).where(key, inbound_faxes.c.lease_holder == holder).values(**values))
+
+        await self._run(f"record the delivery of incoming fax {provider_fax_id}", update, write=True)
 
     # -- workers -------------------------------------------------------------------------------------------
 
