@@ -35,6 +35,7 @@ from bridge.smtp import FaxHandler, SMTPServer
 from bridge.stores import open_store
 from bridge.stores.base import JobStore
 from bridge.systemd import Notifier
+from bridge.web import create_web_app, serve_web
 from bridge.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class Bridge:
         self.worker: Worker | None = None
         self.keys: KeyRotation | None = None
         self.inbound: InboundDelivery | None = None
+        self.http_address: tuple[str, int] | None = None
         self.smtp: SMTPServer | None = None
         self.address: tuple[str, int] | None = None
         self._worker_task: asyncio.Task[None] | None = None
@@ -167,6 +169,9 @@ class Bridge:
             await inbound.poll()
         await keys.rotate_due(self.clock())
 
+        if settings.http.enabled:
+            await self._start_http(store, providers, worker, inbound)
+
         handler = FaxHandler(settings, Router(settings), intake, store=store, keys=keys, clock=lambda: self.clock())
         self.smtp = SMTPServer(settings, handler)
         try:
@@ -182,6 +187,40 @@ class Bridge:
         self.notifier.ready(f"listening on {self.address[0]}:{self.address[1]}")
         log.info("faxbridge listening for mail on %s:%d", *self.address)
         return self.address
+
+    async def _start_http(
+        self,
+        store: JobStore,
+        providers: dict[str, FaxProvider],
+        worker: Worker,
+        inbound: InboundDelivery,
+    ) -> None:
+        http = self.settings.http
+        secret = http.webhook_secret
+        if http.webhook_secret_file is not None:
+            path = self.settings.path(http.webhook_secret_file)
+            try:
+                secret = path.read_text().strip() or None
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot read http.webhook_secret_file {path}: {exc.strerror}; create it or remove the setting"
+                ) from exc
+        app = create_web_app(
+            store=store,
+            providers=providers,
+            worker=worker if self.settings.worker.enabled else None,
+            inbound=inbound if self.settings.inbound.enabled else None,
+            secret=secret,
+            clock=self.clock,
+        )
+        try:
+            self.http_address, stop = await serve_web(app, http.listen_host, http.listen_port)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for HTTP on {http.listen_host}:{http.listen_port}: {exc}; change http.listen_port"
+            ) from exc
+        self._stack.push_async_callback(stop)
+        log.info("HTTP endpoint (webhooks, /healthz, /metrics) on %s:%d", *self.http_address)
 
     async def _renew_keys(self) -> None:
         if self.keys is not None:

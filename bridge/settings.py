@@ -181,6 +181,20 @@ class InboundSettings(_Section):
     route takes stays at the provider and is logged."""
 
 
+class HttpSettings(_Section):
+    """The bridge's own HTTP endpoint: provider webhooks, ``/healthz`` and ``/metrics``. Off unless enabled."""
+
+    enabled: bool = False
+    listen_host: str = "127.0.0.1"
+    """Loopback by default: put a reverse proxy with TLS in front before letting providers reach it."""
+    listen_port: int = Field(default=8025, ge=0, le=65535)
+    webhook_secret: str | None = Field(default=None, min_length=16)
+    """Webhooks are taken only at ``/webhooks/<provider>/<secret>`` or with the header ``X-Faxbridge-Secret``;
+    without a secret, webhooks are refused."""
+    webhook_secret_file: Path | None = None
+    """The secret read from a file instead (relative to ``state_dir``)."""
+
+
 class RelaySettings(_Section):
     """A mail relay that takes every mail the bridge writes."""
 
@@ -406,6 +420,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     documents: DocumentSettings = DocumentSettings()
     inbound: InboundSettings = InboundSettings()
+    http: HttpSettings = HttpSettings()
     mail: MailSettings
     providers: dict[str, dict[str, Any]] = Field(min_length=1)
     """``[providers.NAME]`` sections; each has a ``type`` naming the adapter (``local``, ``ifax``…)."""

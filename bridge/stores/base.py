@@ -125,6 +125,14 @@ class JobStore(ABC):
         """Return one job. Raises ``JobNotFound``."""
 
     @abstractmethod
+    async def job_counts(self) -> dict[JobState, int]:
+        """How many jobs are in each state (states without jobs are left out)."""
+
+    @abstractmethod
+    async def oldest_active_job(self) -> datetime | None:
+        """When the oldest job that is not finished was accepted, or ``None`` when none is active."""
+
+    @abstractmethod
     async def list_jobs(self, *, states: Collection[JobState] | None = None, limit: int = 100) -> list[FaxJob]:
         """Return jobs, newest first, optionally only those in ``states``."""
 

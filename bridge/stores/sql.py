@@ -1141,6 +1141,24 @@ class SQLStore(JobStore):
             raise JobNotFound(f"No job with id {job_id!r} exists.")
         return _to_job(row)
 
+    async def job_counts(self) -> dict[JobState, int]:
+        """How many jobs are in each state (states without jobs are left out)."""
+        statement = sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)
+        rows = await self._run("count the jobs", lambda conn: conn.execute(statement).all(), write=False)
+        return {JobState(state): int(count) for state, count in rows}
+
+    async def oldest_active_job(self) -> datetime | None:
+        """When the oldest job that is not finished was accepted."""
+        statement = sa.select(sa.func.min(jobs.c.created_at)).where(
+            jobs.c.state.in_([state.value for state in ACTIVE_STATES])
+        )
+        value = await self._run(
+            "find the oldest active job", lambda conn: conn.execute(statement).scalar_one_or_none(), write=False
+        )
+        if not isinstance(value, datetime):
+            return None
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
     async def list_jobs(self, *, states: Collection[JobState] | None = None, limit: int = 100) -> list[FaxJob]:
         """Return up to ``limit`` jobs, newest first, optionally only those in ``states``."""
         query = _JOB_SELECT.order_by(jobs.c.created_at.desc(), jobs.c.job_id.desc()).limit(max(limit, 0))

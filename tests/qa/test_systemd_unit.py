@@ -18,6 +18,8 @@ from bridge.errors import ExitCode
 from bridge.settings import (
     AccountSettings,
     DocumentSettings,
+    HttpSettings,
+    InboundSettings,
     MailSettings,
     RelaySettings,
     Settings,
@@ -282,13 +284,17 @@ def _field_names(model: type[BaseModel], *, skip: set[str] | None = None) -> set
 
 def test_example_config_lists_every_setting() -> None:
     found = _keys_by_section(EXAMPLE_TOML.read_text(encoding="utf-8"))
-    sections = {"smtp", "store", "worker", "documents", "mail", "providers", "accounts", "config_file"}
+    sections = {
+        "smtp", "store", "worker", "documents", "inbound", "http", "mail", "providers", "accounts", "config_file"
+    }  # fmt: skip
     expected: dict[str, set[str]] = {
         "": _field_names(Settings, skip=sections),
         "smtp": _field_names(SmtpSettings),
         "store": _field_names(StoreSettings),
         "worker": _field_names(WorkerSettings),
         "documents": _field_names(DocumentSettings),
+        "inbound": _field_names(InboundSettings),
+        "http": _field_names(HttpSettings),
         "mail": _field_names(MailSettings, skip={"relay"}),
         "mail.relay": _field_names(RelaySettings),
         "accounts": _field_names(AccountSettings),
