@@ -157,48 +157,9 @@ _WIDTH: Final = 72
 
 _MONTHS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {
-        "en": (
-            "January",
-            "February",
-            "March",
-            "April",
-            "May",
-            "June",
-            "July",
-            "August",
-            "September",
-            "October",
-            "November",
-            "December",
-        ),
-        "de": (
-            "Januar",
-            "Februar",
-            "März",
-            "April",
-            "Mai",
-            "Juni",
-            "Juli",
-            "August",
-            "September",
-            "Oktober",
-            "November",
-            "Dezember",
-        ),
-        "nl": (
-            "januari",
-            "februari",
-            "maart",
-            "april",
-            "mei",
-            "juni",
-            "juli",
-            "augustus",
-            "september",
-            "oktober",
-            "november",
-            "december",
-        ),
+        "en": tuple("January February March April May June July August September October November December".split()),
+        "de": tuple("Januar Februar März April Mai Juni Juli August September Oktober November Dezember".split()),
+        "nl": tuple("januari februari maart april mei juni juli augustus september oktober november december".split()),
     }
 )
 # Day before the month: "1 December 2026", "1. Dezember 2026", "1 december 2026".
