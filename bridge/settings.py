@@ -195,6 +195,17 @@ class HttpSettings(_Section):
     """The secret read from a file instead (relative to ``state_dir``)."""
 
 
+class RetentionSettings(_Section):
+    """Housekeeping: what is deleted after how long. Job and message metadata are always kept."""
+
+    documents_days: float | None = Field(default=90.0, gt=0)
+    """Fax documents (and their previews) of finished jobs older than this are deleted; ``None`` keeps them."""
+    messages_days: float | None = Field(default=90.0, gt=0)
+    """Raw mails of finished jobs older than this are deleted; ``None`` keeps them."""
+    hour: int = Field(default=3, ge=0, le=23)
+    """The hour (UTC) of the daily purge."""
+
+
 class RelaySettings(_Section):
     """A mail relay that takes every mail the bridge writes."""
 
@@ -355,6 +366,10 @@ class AccountSettings(_Section):
     sender_caller_ids: dict[str, str] = Field(default_factory=dict)
     """Per sender address, the caller ID for its faxes: typically the incoming number whose faxes are mailed
     to that address, so that replies reach the person who sent. Falls back to ``caller_id``."""
+    report: Literal["never", "daily", "weekly", "monthly"] = "never"
+    """A periodic summary of the account's faxes (sent and received, pages, failures by reason, a CSV)."""
+    report_to: list[str] = Field(default_factory=list)
+    """Who gets the summary; empty: ``notify_extra``."""
     max_faxes_per_hour: int | None = Field(default=None, ge=1)
     """Faxes one envelope sender may send in any hour; past it, recipients get ``450 4.7.1`` (try later)."""
     max_pages_per_day: int | None = Field(default=None, ge=1)
@@ -421,6 +436,7 @@ class Settings(BaseSettings):
     documents: DocumentSettings = DocumentSettings()
     inbound: InboundSettings = InboundSettings()
     http: HttpSettings = HttpSettings()
+    retention: RetentionSettings = RetentionSettings()
     mail: MailSettings
     providers: dict[str, dict[str, Any]] = Field(min_length=1)
     """``[providers.NAME]`` sections; each has a ``type`` naming the adapter (``local``, ``ifax``…)."""

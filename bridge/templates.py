@@ -155,11 +155,16 @@ _SUBJECT_VALUE_LIMIT: Final = 100
 _VALUE_LIMIT: Final = 1000
 _WIDTH: Final = 72
 
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
 _MONTHS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {
-        "en": tuple("January February March April May June July August September October November December".split()),
-        "de": tuple("Januar Februar März April Mai Juni Juli August September Oktober November Dezember".split()),
-        "nl": tuple("januari februari maart april mei juni juli augustus september oktober november december".split()),
+        "en": _words("January February March April May June July August September October November December"),
+        "de": _words("Januar Februar März April Mai Juni Juli August September Oktober November Dezember"),
+        "nl": _words("januari februari maart april mei juni juli augustus september oktober november december"),
     }
 )
 # Day before the month: "1 December 2026", "1. Dezember 2026", "1 december 2026".
