@@ -19,3 +19,5 @@ def setup_logging(level: str = "INFO") -> None:
     # Library chatter drowns out the bridge's own lines at INFO.
     for noisy in ("mail.log", "aiosmtpd", "apscheduler", "sqlalchemy", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # A timer whose previous run is still going (a long inbound poll) is skipped by design (max_instances=1).
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)

@@ -131,6 +131,25 @@ except those in ``_REQUIRED_VALUES``."""
 _DERIVED: Final = frozenset({"pages_text", "pages_suffix", "subject_suffix", "reason_suffix", "date", "time"})
 # Blocks of lines: never in a subject.
 _MULTILINE: Final = frozenset({"documents", "advice", "summary"})
+# Never broken across lines when a long line is wrapped: a number, a date, "3 pages" read as one.
+_KEEP_TOGETHER: Final = frozenset(
+    {
+        "to",
+        "caller",
+        "called",
+        "pages_text",
+        "date",
+        "time",
+        "received",
+        "next_rotation",
+        "period",
+        "grace",
+        "key",
+        "job_id",
+        "fax_id",
+        "code",
+    }
+)
 _COUNTS: Final = frozenset({"pages", "faxes_sent", "faxes_received", "pages_sent", "pages_received", "failures"})
 # What a template must use, and where a placeholder must never go.
 _REQUIRED_IN_TEXT: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
@@ -219,6 +238,10 @@ _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|\{|\}")
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _UNSAFE_KEEP_TAB = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _LINE_BREAK = re.compile("\r\n|[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+# Control characters a template body may not hold (TOML escapes could put them there); tab and LF are fine.
+_BODY_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Stands in for a space that must not become a line break while a line is wrapped.
+_GLUE = "\x00"
 _BLOCK_PREFIX = re.compile(r"[ \t]*(?:[-*•–] +)?")
 
 
@@ -462,6 +485,9 @@ def _load_file(path: Path, name: str, language: str) -> _Template:
         raise TemplateError(
             "the subject must be one line without control characters", path=path, template=name, language=language
         )
+    for key in ("text", "html"):
+        if key in data and _BODY_CONTROL.search(data[key]):
+            raise TemplateError(f"the {key} holds a control character", path=path, template=name, language=language)
     allowed = PLACEHOLDERS[name]
 
     def parse(source: str, part: str) -> list[_Line]:
@@ -652,11 +678,15 @@ def _prepare(
     theirs = body.get("subject", "")
     if "subject_suffix" in allowed:
         body["subject_suffix"] = f" (Re: {theirs})" if theirs else ""
+    # Body values are one line already (blocks aside); a subject shortens them, and its suffixes keep their
+    # leading space. The sender's subject and its suffix are built by _render_subject.
     subject = {
-        key: _shorten(_one_line(value), _SUBJECT_VALUE_LIMIT)
+        key: _shorten(value, _SUBJECT_VALUE_LIMIT)
         for key, value in body.items()
-        if key not in _MULTILINE and key not in ("subject", "subject_suffix", "reason_suffix")
+        if key not in _MULTILINE and key not in ("subject", "subject_suffix", "reason_suffix", "pages_suffix")
     }
+    if "pages_suffix" in allowed:
+        subject["pages_suffix"] = body["pages_suffix"]
     if "reason_suffix" in allowed:
         subject["reason_suffix"] = f": {subject['reason']}" if subject["reason"] else ""
     return _Values(body=MappingProxyType(body), subject=MappingProxyType(subject), theirs=_one_line(theirs))
@@ -714,6 +744,7 @@ def _wrap(line: str) -> list[str]:
 
 
 def _render_text(lines: Sequence[_Line], values: Mapping[str, str]) -> str:
+    glued = {key: value.replace(" ", _GLUE) if key in _KEEP_TOGETHER else value for key, value in values.items()}
     paragraphs: list[list[_Line]] = [[]]
     for line in lines:
         if not _fields(line) and not "".join(segment for segment in line if isinstance(segment, str)).strip():
@@ -732,13 +763,13 @@ def _render_text(lines: Sequence[_Line], values: Mapping[str, str]) -> str:
         if out:
             out.append("")
         for line in kept:
-            for physical in _substitute(line, values).split("\n"):
+            for physical in _substitute(line, glued).split("\n"):
                 text = physical.rstrip()
                 if text == "--":
                     out.append("-- ")
                     continue
                 out.extend(part.rstrip() for part in _wrap(text))
-    return "\n".join(out) + "\n"
+    return "\n".join(out).replace(_GLUE, " ") + "\n"
 
 
 def _render_html(lines: Sequence[_Line], values: Mapping[str, str]) -> str:
@@ -752,7 +783,7 @@ def _render_subject(line: _Line, prepared: _Values) -> str:
         values = dict(prepared.subject)
         values["subject"] = theirs
         values["subject_suffix"] = f" (Re: {theirs})" if theirs else ""
-        return " ".join(_one_line(_substitute(line, values)).split())
+        return _one_line(_substitute(line, values))
 
     theirs = _shorten(prepared.theirs, _ECHOED_SUBJECT)
     subject = build(theirs)

@@ -12,6 +12,8 @@ Invariants, which the contract suite in ``tests/stores`` checks against SQLite a
   the provider, never send it blindly.
 * ``update_job`` and ``release_job`` write only while the caller still holds the lease; otherwise they raise
   ``LeaseLost`` and write nothing. A state change that ``models.can_transition`` forbids raises ``ValueError``.
+* ``purge`` deletes documents, previews and raw messages of finished jobs only (``PURGEABLE_STATES``, no
+  notice pending), never a job row or a message's metadata.
 * Every method that fails to reach or write the database raises ``StoreUnavailable``.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bridge.models import (
@@ -34,6 +37,31 @@ from bridge.models import (
     SenderUsage,
     StoredKey,
 )
+
+PURGEABLE_STATES: frozenset[JobState] = frozenset(
+    {JobState.DELIVERED, JobState.FAILED, JobState.REJECTED, JobState.CANCELLED}
+)
+"""The states in which a job is finished for good, so that retention may delete its document, preview and raw
+message. ``QUARANTINED`` is terminal but not here: a person may release it (back to ``READY``), and it is then
+sent from its document. A job whose notice is still pending keeps its data too (the notice attaches the
+preview)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    """What one ``purge`` deleted."""
+
+    documents: int = 0
+    """Fax-ready PDFs."""
+    previews: int = 0
+    """Page-1 previews."""
+    messages: int = 0
+    """Raw mails (the message row and its metadata stay)."""
+
+    def __add__(self, other: PurgeResult) -> PurgeResult:
+        return PurgeResult(
+            self.documents + other.documents, self.previews + other.previews, self.messages + other.messages
+        )
 
 
 class JobStore(ABC):
@@ -150,6 +178,39 @@ class JobStore(ABC):
 
         Only for a worker known to be dead: its jobs come back as they were (a job in ``SUBMITTING`` comes back
         ``interrupted``).
+        """
+
+    @abstractmethod
+    async def report_jobs(self, account: str, since: datetime, until: datetime) -> list[FaxJob]:
+        """The jobs of ``account`` created in ``[since, until)``, oldest first."""
+
+    @abstractmethod
+    async def inbound_counts(self, since: datetime, until: datetime) -> dict[str, int]:
+        """Incoming faxes mailed (``delivered_at``) in ``[since, until)``, per provider; providers without any
+        are left out."""
+
+    @abstractmethod
+    async def claim_report(self, account: str, period: str, now: datetime, *, stale_after: timedelta) -> bool:
+        """Claim the report of ``account`` for ``period``; whether the caller should send it.
+
+        ``False`` when it was sent, or when another claim is younger than ``stale_after`` (another instance is
+        sending it, or crashed less than that long ago). ``force`` callers skip this and only record.
+        """
+
+    @abstractmethod
+    async def finish_report(self, account: str, period: str, now: datetime, *, sent: bool) -> None:
+        """Record the outcome of a claim: ``sent`` marks the period reported (also without a claim); otherwise
+        the claim is dropped so that the next run tries again."""
+
+    @abstractmethod
+    async def purge(self, *, documents_before: datetime | None, messages_before: datetime | None) -> PurgeResult:
+        """Delete the data retention lets go; ``None`` keeps that kind.
+
+        Documents and previews of jobs in ``PURGEABLE_STATES`` without a pending notice whose ``finished_at``
+        (or ``created_at`` when unset) is before ``documents_before``; the raw bytes of messages received
+        before ``messages_before`` all of whose jobs are such jobs finished before it. Job rows and the
+        messages' metadata are never touched. Runs in several short transactions, so that mail keeps being
+        accepted meanwhile; an interrupted purge leaves a consistent store and the next one goes on.
         """
 
     @abstractmethod

@@ -24,6 +24,11 @@ Tables:
     instance delivers it while the others leave it alone.
 ``cluster_leases``
     Named leases for work that must run on one instance of a cluster at a time (polling the providers).
+``report_runs``
+    One row per periodic report of an account (``account``, ``period`` such as ``2026-11-23``, ``2026-W47`` or
+    ``2026-11``): claimed by the instance that sends it, marked sent once the mail was handed over, so that
+    each period is reported once however many instances run. A new table that ``create_all`` adds to older
+    databases, so it needs no schema version of its own.
 ``dedupe_keys``
     One row per dedupe key: the job that owns it and when it was claimed. No foreign key to ``jobs``: the key
     is claimed before its job row is inserted, in the same transaction.
@@ -207,6 +212,15 @@ cluster_leases = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("holder", sa.Text, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+report_runs = sa.Table(
+    "report_runs",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("period", sa.String(ID_LENGTH), primary_key=True),
+    sa.Column("claimed_at", UTCDateTime, nullable=False),
+    sa.Column("sent_at", UTCDateTime, nullable=True),
 )
 
 dedupe_keys = sa.Table(

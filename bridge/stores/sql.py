@@ -104,7 +104,7 @@ from bridge.models import (
     can_transition,
 )
 from bridge.stores import schema
-from bridge.stores.base import JobStore
+from bridge.stores.base import PURGEABLE_STATES, JobStore, PurgeResult
 from bridge.stores.schema import (
     cluster_leases,
     dedupe_keys,
@@ -113,6 +113,7 @@ from bridge.stores.schema import (
     jobs,
     messages,
     previews,
+    report_runs,
     secret_keys,
 )
 
@@ -240,6 +241,20 @@ _DOCUMENT = (
 _PREVIEW = sa.select(previews.c.png).where(previews.c.job_id == sa.bindparam("job_id"))
 
 _NEXT_DUE = sa.select(sa.func.min(jobs.c.next_attempt_at)).where(jobs.c.pending == sa.true())
+
+_PURGE_BATCH = 500
+"""Jobs (or messages) whose data one purge transaction deletes: short enough that the intake, which waits
+behind the one SQLite write in progress, is never held up for long."""
+
+
+def _finished_before(cutoff: datetime) -> sa.ColumnElement[bool]:
+    """A job that is finished for good (``PURGEABLE_STATES``, no notice pending) and ended before ``cutoff``."""
+    return sa.and_(
+        jobs.c.state.in_(sorted(state.value for state in PURGEABLE_STATES)),
+        jobs.c.pending == sa.false(),
+        sa.func.coalesce(jobs.c.finished_at, jobs.c.created_at) < cutoff,
+    )
+
 
 _INSERT_MESSAGES = sa.insert(messages)
 _INSERT_JOBS = sa.insert(jobs)
@@ -1206,3 +1221,130 @@ class SQLStore(JobStore):
         return await self._run(
             "delete expired dedupe keys", lambda conn: int(conn.execute(statement).rowcount), write=True
         )
+
+    # -- reports and retention -------------------------------------------------------------------------------
+
+    async def report_jobs(self, account: str, since: datetime, until: datetime) -> list[FaxJob]:
+        """The jobs of ``account`` created in ``[since, until)``, oldest first."""
+        query = _JOB_SELECT.where(
+            jobs.c.account == account,
+            jobs.c.created_at >= _aware("since", since),
+            jobs.c.created_at < _aware("until", until),
+        ).order_by(jobs.c.created_at, jobs.c.job_id)
+        rows = await self._run(
+            f"list the jobs of account {account}", lambda conn: conn.execute(query).all(), write=False
+        )
+        return [_to_job(row) for row in rows]
+
+    async def inbound_counts(self, since: datetime, until: datetime) -> dict[str, int]:
+        """Incoming faxes mailed in ``[since, until)``, per provider."""
+        query = (
+            sa.select(inbound_faxes.c.provider, sa.func.count())
+            .where(
+                inbound_faxes.c.delivered_at >= _aware("since", since),
+                inbound_faxes.c.delivered_at < _aware("until", until),
+            )
+            .group_by(inbound_faxes.c.provider)
+        )
+        rows = await self._run("count the incoming faxes", lambda conn: conn.execute(query).all(), write=False)
+        return {str(provider): int(count) for provider, count in rows}
+
+    async def claim_report(self, account: str, period: str, now: datetime, *, stale_after: timedelta) -> bool:
+        """Claim the report of ``account`` for ``period`` unless it was sent or another claim is fresh."""
+        now = _aware("now", now)
+        key = (report_runs.c.account == account) & (report_runs.c.period == period)
+
+        def claim(conn: Connection) -> bool:
+            row = conn.execute(
+                sa.select(report_runs.c.claimed_at, report_runs.c.sent_at).where(key).with_for_update()
+            ).one_or_none()
+            if row is None:
+                # ON CONFLICT DO NOTHING: an instance that inserted the same row meanwhile (PostgreSQL, where
+                # FOR UPDATE cannot lock a row that does not exist yet) wins, and this one backs off.
+                inserted = conn.execute(
+                    self._insert(report_runs)
+                    .values(account=account, period=period, claimed_at=now)
+                    .on_conflict_do_nothing(index_elements=[report_runs.c.account, report_runs.c.period])
+                )
+                return bool(inserted.rowcount == 1)
+            if row.sent_at is not None or row.claimed_at > now - stale_after:
+                return False
+            conn.execute(sa.update(report_runs).where(key).values(claimed_at=now))
+            return True
+
+        return await self._run(f"claim the {period} report of account {account}", claim, write=True)
+
+    async def finish_report(self, account: str, period: str, now: datetime, *, sent: bool) -> None:
+        """Mark the report sent, or drop the claim so that the next run tries again."""
+        now = _aware("now", now)
+        key = (report_runs.c.account == account) & (report_runs.c.period == period)
+
+        def finish(conn: Connection) -> None:
+            if not sent:
+                conn.execute(sa.delete(report_runs).where(key, report_runs.c.sent_at.is_(None)))
+                return
+            upsert = self._insert(report_runs).values(account=account, period=period, claimed_at=now, sent_at=now)
+            conn.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[report_runs.c.account, report_runs.c.period], set_={"sent_at": now}
+                )
+            )
+
+        await self._run(f"record the {period} report of account {account}", finish, write=True)
+
+    async def purge(self, *, documents_before: datetime | None, messages_before: datetime | None) -> PurgeResult:
+        """Delete documents, previews and raw messages of finished jobs older than the cutoffs, in batches."""
+        result = PurgeResult()
+        if documents_before is not None:
+            cutoff = _aware("documents_before", documents_before)
+            while True:
+                batch = await self._run("delete old fax documents", partial(self._purge_documents, cutoff), write=True)
+                result += batch
+                if batch.documents < _PURGE_BATCH and batch.previews < _PURGE_BATCH:
+                    break
+        if messages_before is not None:
+            cutoff = _aware("messages_before", messages_before)
+            while True:
+                count = await self._run("delete old raw messages", partial(self._purge_messages, cutoff), write=True)
+                result += PurgeResult(messages=count)
+                if count < _PURGE_BATCH:
+                    break
+        return result
+
+    @staticmethod
+    def _purge_documents(cutoff: datetime, conn: Connection) -> PurgeResult:
+        finished = _finished_before(cutoff)
+        found = (
+            conn.execute(
+                sa.select(jobs.c.job_id)
+                .where(
+                    finished,
+                    sa.or_(
+                        sa.exists().where(documents.c.job_id == jobs.c.job_id),
+                        sa.exists().where(previews.c.job_id == jobs.c.job_id),
+                    ),
+                )
+                .limit(_PURGE_BATCH)
+            )
+            .scalars()
+            .all()
+        )
+        if not found:
+            return PurgeResult()
+        ids = list(found)
+        # The job is checked again in the DELETE itself: nothing may change between the two statements on
+        # SQLite (the write lock), but the rule then holds by construction.
+        still = sa.select(jobs.c.job_id).where(jobs.c.job_id.in_(ids), finished)
+        pdfs = conn.execute(sa.delete(documents).where(documents.c.job_id.in_(still))).rowcount
+        pngs = conn.execute(sa.delete(previews).where(previews.c.job_id.in_(still))).rowcount
+        return PurgeResult(documents=int(pdfs), previews=int(pngs))
+
+    @staticmethod
+    def _purge_messages(cutoff: datetime, conn: Connection) -> int:
+        unfinished = sa.exists().where(jobs.c.message_id == messages.c.message_id, sa.not_(_finished_before(cutoff)))
+        due = sa.and_(messages.c.raw.is_not(None), messages.c.received_at < cutoff, sa.not_(unfinished))
+        found = conn.execute(sa.select(messages.c.message_id).where(due).limit(_PURGE_BATCH)).scalars().all()
+        if not found:
+            return 0
+        statement = sa.update(messages).where(messages.c.message_id.in_(list(found)), due).values(raw=None)
+        return int(conn.execute(statement).rowcount)

@@ -20,6 +20,7 @@ import contextlib
 import email
 import email.policy
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -45,6 +46,8 @@ class RecordedMessage:
     """Whether the session had been upgraded with STARTTLS."""
     login: str | None
     """The user that authenticated, if any."""
+    received_at: float = field(default_factory=time.perf_counter)
+    """When the sink took it (``time.perf_counter``), for latency measurements."""
 
 
 @dataclass(slots=True)
