@@ -21,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bridge.errors import StartupError
+from bridge.errors import BridgeError, StartupError
+from bridge.housekeeping import Housekeeping
 from bridge.inbound import InboundDelivery
 from bridge.intake import Intake
 from bridge.mailer import Mailer, build_mailer
@@ -42,6 +43,18 @@ log = logging.getLogger(__name__)
 
 KEY_CHECK_SECONDS = 60.0
 """How often the daemon looks for secret keys that are due for renewal."""
+
+REPORT_MINUTE = 5
+"""The minute of every hour at which the daemon sends the account reports that are due (a daily report goes
+out at 00:05 UTC). Each period is claimed in the store, so an hour where nothing is due costs one small
+transaction per reporting account."""
+
+PURGE_MINUTE = 30
+"""The minute of ``retention.hour`` at which the daily purge runs."""
+
+MISFIRE_GRACE_SECONDS = 3600
+"""A report or purge whose time passed while the event loop was busy (or the host asleep) still runs within
+this long; later, it waits for its next time."""
 
 
 def build_providers(settings: Settings) -> dict[str, FaxProvider]:
@@ -97,6 +110,7 @@ class Bridge:
         self.store: JobStore | None = None
         self.worker: Worker | None = None
         self.keys: KeyRotation | None = None
+        self.housekeeping: Housekeeping | None = None
         self.inbound: InboundDelivery | None = None
         self.http_address: tuple[str, int] | None = None
         self.smtp: SMTPServer | None = None
@@ -163,6 +177,34 @@ class Bridge:
             coalesce=True,
             id="secret-key-renewal",
         )
+        housekeeping = Housekeeping(settings, store, mailer, clock=self.clock)
+        self.housekeeping = housekeeping
+        # Reports: every hour, for the accounts whose last full period was not reported yet.
+        scheduler.add_job(
+            self._send_reports,
+            "cron",
+            minute=REPORT_MINUTE,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=MISFIRE_GRACE_SECONDS,
+            id="account-reports",
+        )
+        retention = settings.retention
+        if retention.documents_days is not None or retention.messages_days is not None:
+            # Once a day at night; every instance of a cluster runs it, which is harmless: it is idempotent and
+            # works in short transactions.
+            scheduler.add_job(
+                self._purge,
+                "cron",
+                hour=retention.hour,
+                minute=PURGE_MINUTE,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=MISFIRE_GRACE_SECONDS,
+                id="retention-purge",
+            )
+        else:
+            log.info("retention keeps every document and raw mail (retention.*_days are unset)")
         scheduler.start()
         self._stack.callback(scheduler.shutdown, wait=False)
         if settings.inbound.enabled:
@@ -225,6 +267,17 @@ class Bridge:
     async def _renew_keys(self) -> None:
         if self.keys is not None:
             await self.keys.rotate_due(self.clock())
+
+    async def _send_reports(self) -> None:
+        if self.housekeeping is not None:
+            await self.housekeeping.send_reports(self.clock())
+
+    async def _purge(self) -> None:
+        if self.housekeeping is not None:
+            try:
+                await self.housekeeping.purge(self.clock())
+            except BridgeError as exc:
+                log.error("retention: the purge failed and runs again tomorrow (or run 'faxbridge purge'): %s", exc)
 
     async def _stop_worker(self) -> None:
         if self.worker is not None:

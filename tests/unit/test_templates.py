@@ -700,7 +700,7 @@ def test_long_lines_wrap_without_splitting_a_number_or_a_date(tmp_path: Path) ->
     content = (
         'subject = "x"\n'
         "text = '''\n"
-        "The quick brown fox jumps over the lazy dog and then faxes {to} on {date} at {time}.\n"
+        "The quick brown fox jumps over the lazy dog and then quickly faxes {to} on {date} at {time}.\n"
         "- A bullet that is long enough to wrap onto a second line, so that its hanging indent shows: {reason}\n"
         "'''\n"
     )
@@ -709,7 +709,7 @@ def test_long_lines_wrap_without_splitting_a_number_or_a_date(tmp_path: Path) ->
     values = {"to": NUMBER, "reason": "done"}
     rendered = loaded.render("delivered", "en", values, account="acme", tz=BERLIN, when=FINISHED)
     assert rendered.text == (
-        "The quick brown fox jumps over the lazy dog and then faxes\n"
+        "The quick brown fox jumps over the lazy dog and then quickly faxes\n"
         f"{NUMBER} on 2 December 2026 at 00:30.\n"
         "- A bullet that is long enough to wrap onto a second line, so that its\n"
         "  hanging indent shows: done\n"
