@@ -90,6 +90,23 @@ def _parser() -> argparse.ArgumentParser:
     shown.add_argument("account")
     rotate = secrets_cmd.add_parser("rotate", parents=[common], help="make a new key, print it and mail it")
     rotate.add_argument("account")
+
+    report = commands.add_parser(
+        "report", parents=[common], help="mail an account's fax report for the last full period, now"
+    )
+    report.add_argument("account")
+    report.add_argument(
+        "--period",
+        choices=["daily", "weekly", "monthly"],
+        help="the day, ISO week or month before this one (default: the account's report setting, else daily)",
+    )
+    report.add_argument(
+        "--to",
+        action="append",
+        metavar="ADDRESS",
+        help="mail it to this address instead of report_to / notify_extra (repeatable)",
+    )
+    commands.add_parser("purge", parents=[common], help="delete old documents and raw mails now, as [retention] says")
     return parser
 
 
@@ -188,6 +205,10 @@ async def _run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
             return await _show(store, args.job_id, out)
         if args.command == "secrets":
             return await _secrets(args, settings, store, out)
+        if args.command == "report":
+            return await _report(args, settings, store, out)
+        if args.command == "purge":
+            return await _purge(settings, store, out)
         return await _list(store, args, out)
     finally:
         await store.close()
@@ -224,6 +245,72 @@ async def _secrets(args: argparse.Namespace, settings: Settings, store: JobStore
     previous = f"accepted until {when(state.previous_until, '')}" if state.previous_until else "not accepted"
     print(f"  previous key:    {previous}", file=out)
     print(f"  next renewal:    {when(state.next_rotation, 'never')}", file=out)
+    return ExitCode.OK
+
+
+async def _report(args: argparse.Namespace, settings: Settings, store: JobStore, out: TextIO) -> int:
+    from bridge.errors import NotificationError
+    from bridge.housekeeping import Housekeeping, ReportKind, report_recipients
+    from bridge.mailer import build_mailer
+
+    account = next((a for a in settings.accounts if a.name == args.account), None)
+    if account is None:
+        names = ", ".join(a.name for a in settings.accounts)
+        _err(f"no account named {args.account!r}; the configured accounts are {names}")
+        return ExitCode.USAGE
+    for address in args.to or []:
+        if "@" not in address or any(char.isspace() for char in address):
+            _err(f"--to {address!r} is not a mail address")
+            return ExitCode.USAGE
+    recipients = [address.strip() for address in args.to or []] or report_recipients(account)
+    if not recipients:
+        _err(
+            f"account {account.name} has neither report_to nor notify_extra, so nobody would get the report; "
+            "set one of them or pass --to ADDRESS"
+        )
+        return ExitCode.CONFIG
+    kind: ReportKind = args.period or ("daily" if account.report == "never" else account.report)
+    housekeeping = Housekeeping(settings, store, build_mailer(settings.mail, settings.path))
+    try:
+        sent = await housekeeping.send_report(account, kind, datetime.now(UTC), force=True, recipients=recipients)
+    except NotificationError as exc:
+        _err(f"the report could not be mailed: {exc}")
+        return ExitCode.TEMPFAIL if exc.is_temporary else ExitCode.UNAVAILABLE
+    if sent is None:  # pragma: no cover - recipients were checked above
+        return ExitCode.SOFTWARE
+    faxes = f"{sent.faxes} fax" if sent.faxes == 1 else f"{sent.faxes} faxes"
+    print(
+        f"{kind} report {sent.label} of account {account.name} ({faxes}) mailed to {', '.join(sent.recipients)}",
+        file=out,
+    )
+    return ExitCode.OK
+
+
+async def _purge(settings: Settings, store: JobStore, out: TextIO) -> int:
+    from bridge.housekeeping import Housekeeping
+    from bridge.mailer import build_mailer
+
+    housekeeping = Housekeeping(settings, store, build_mailer(settings.mail, settings.path))
+    now = datetime.now(UTC)
+    documents_before, messages_before = housekeeping.cutoffs(now)
+    if documents_before is None and messages_before is None:
+        print("retention keeps everything: retention.documents_days and retention.messages_days are unset", file=out)
+        return ExitCode.OK
+    result = await housekeeping.purge(now)
+    kept = "kept (retention.{} is unset)"
+    documents = (
+        f"of faxes finished before {documents_before:%Y-%m-%d %H:%M} UTC"
+        if documents_before
+        else kept.format("documents_days")
+    )
+    messages = (
+        f"of faxes finished before {messages_before:%Y-%m-%d %H:%M} UTC"
+        if messages_before
+        else kept.format("messages_days")
+    )
+    print(f"documents: {result.documents} deleted, previews: {result.previews} deleted ({documents})", file=out)
+    print(f"raw mails: {result.messages} deleted ({messages})", file=out)
+    print("job and message metadata are kept: faxbridge jobs still lists every fax", file=out)
     return ExitCode.OK
 
 
