@@ -474,7 +474,7 @@ def _load_file(path: Path, name: str, language: str) -> _Template:
         )
     for key in ("subject", "text"):
         if key not in data:
-            raise TemplateError(f"has no {key}", path=path, template=name, language=language)
+            raise TemplateError(f"the file has no {key}", path=path, template=name, language=language)
     for key, value in data.items():
         if not isinstance(value, str):
             raise TemplateError(f"{key} must be a string", path=path, template=name, language=language)
@@ -497,9 +497,14 @@ def _load_file(path: Path, name: str, language: str) -> _Template:
     text = parse(data["text"].strip("\n"), "text")
     html = parse(data["html"].strip("\n"), "html") if "html" in data else None
     used = {segment.name for line in text for segment in line if isinstance(segment, _Field)}
-    for required in sorted(_REQUIRED_IN_TEXT.get(name, frozenset()) - used):
+    missing = sorted(_REQUIRED_IN_TEXT.get(name, frozenset()) - used)
+    if missing:
         raise TemplateError(
-            f"the text must contain {{{required}}}", path=path, template=name, language=language, placeholder=required
+            f"the text must contain {{{missing[0]}}}",
+            path=path,
+            template=name,
+            language=language,
+            placeholder=missing[0],
         )
     return _Template(
         name=name,
@@ -532,12 +537,7 @@ def _scan(directory: Path) -> dict[tuple[str, str], Path]:
             continue
         for file in sorted(entry.glob("*.toml")):
             if file.stem not in TEMPLATE_NAMES:
-                raise TemplateError(
-                    f"unknown template {file.stem!r}; known: {', '.join(TEMPLATE_NAMES)}",
-                    path=file,
-                    template=file.stem,
-                    language=entry.name,
-                )
+                raise TemplateError(f"unknown template {file.stem!r}; known: {', '.join(TEMPLATE_NAMES)}", path=file)
             found[(entry.name, file.stem)] = file
     return found
 
