@@ -18,6 +18,7 @@ import tomllib
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from pydantic import (
@@ -329,6 +330,13 @@ class AccountSettings(_Section):
     sender, client network or SMTP AUTH already says who it is."""
     notify_extra: list[str] = Field(default_factory=list)
     """Addresses that get a copy of every notice."""
+    language: Literal["en", "de", "nl"] = "en"
+    """The language of every mail the bridge writes for this account (notices, incoming faxes, reports)."""
+    timezone: str = "UTC"
+    """The IANA time zone dates and times are shown in (``Europe/Berlin``)."""
+    templates: Path | None = None
+    """A directory whose files replace single templates for this account (``de/delivered.toml``…); see
+    ``config/templates/``."""
     paper: Literal["a4", "letter"] = "a4"
     max_pages: int = Field(default=50, ge=1, le=10000)
     """The longest fax this account may send; a longer one is refused before anything is sent."""
@@ -390,6 +398,15 @@ class AccountSettings(_Section):
     allowed_number_types: list[DeniableNumberType] = Field(default_factory=list)
     """Number types denied by default that this account may fax to anyway: ``PREMIUM_RATE``,
     ``SHARED_COST``, ``UAN``, ``PERSONAL_NUMBER``, ``PAGER``, ``VOIP``."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"not a time zone such as Europe/Berlin: {value!r}") from None
+        return value
 
     @field_validator("caller_id")
     @classmethod
