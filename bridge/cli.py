@@ -262,8 +262,8 @@ async def _report(args: argparse.Namespace, settings: Settings, store: JobStore,
         if "@" not in address or any(char.isspace() for char in address):
             _err(f"--to {address!r} is not a mail address")
             return ExitCode.USAGE
-    recipients = [address.strip() for address in args.to or []] or report_recipients(account)
-    if not recipients:
+    recipients = [address.strip() for address in args.to] if args.to else None
+    if recipients is None and not report_recipients(account):
         _err(
             f"account {account.name} has neither report_to nor notify_extra, so nobody would get the report; "
             "set one of them or pass --to ADDRESS"
@@ -297,19 +297,22 @@ async def _purge(settings: Settings, store: JobStore, out: TextIO) -> int:
         print("retention keeps everything: retention.documents_days and retention.messages_days are unset", file=out)
         return ExitCode.OK
     result = await housekeeping.purge(now)
-    kept = "kept (retention.{} is unset)"
-    documents = (
-        f"of faxes finished before {documents_before:%Y-%m-%d %H:%M} UTC"
-        if documents_before
-        else kept.format("documents_days")
-    )
-    messages = (
-        f"of faxes finished before {messages_before:%Y-%m-%d %H:%M} UTC"
-        if messages_before
-        else kept.format("messages_days")
-    )
-    print(f"documents: {result.documents} deleted, previews: {result.previews} deleted ({documents})", file=out)
-    print(f"raw mails: {result.messages} deleted ({messages})", file=out)
+    if documents_before is None:
+        print("documents and previews: kept (retention.documents_days is unset)", file=out)
+    else:
+        print(
+            f"documents: {result.documents} deleted, previews: {result.previews} deleted "
+            f"(faxes finished before {documents_before:%Y-%m-%d %H:%M} UTC)",
+            file=out,
+        )
+    if messages_before is None:
+        print("raw mails: kept (retention.messages_days is unset)", file=out)
+    else:
+        print(
+            f"raw mails: {result.messages} deleted (all of their faxes finished before "
+            f"{messages_before:%Y-%m-%d %H:%M} UTC)",
+            file=out,
+        )
     print("job and message metadata are kept: faxbridge jobs still lists every fax", file=out)
     return ExitCode.OK
 

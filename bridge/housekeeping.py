@@ -228,6 +228,7 @@ def report_text(report: ReportData) -> str:
     """The plain-text body of the report mail."""
     filename = csv_filename(report.account, report.label)
     rows: list[tuple[str, str]] = [
+        ("Faxes", str(report.faxes)),
         ("Faxes sent", f"{report.delivered} ({_plural(report.pages_sent, 'page')})"),
         ("Failed", str(report.failed)),
         ("Not sent (refused)", str(report.rejected)),
@@ -240,7 +241,6 @@ def report_text(report: ReportData) -> str:
         f"Fax report for the account {report.account}: {_period_text(report)}",
         f"From {report.since:%Y-%m-%d %H:%M} to {report.until:%Y-%m-%d %H:%M} UTC.",
         "",
-        f"{'Faxes':<{width}} {report.faxes}",
     ]
     lines += [f"{label + ':':<{width}} {value}" for label, value in rows]
     if report.failures_by_reason:
@@ -333,6 +333,8 @@ class Housekeeping:
         self._store = store
         self._mailer = mailer
         self._clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self._unaddressed: set[tuple[str, str]] = set()
+        """(account, period) pairs already logged as having nobody to send to: one line per period, not hourly."""
 
     # -- reports ----------------------------------------------------------------------------------------
 
@@ -341,9 +343,12 @@ class Housekeeping:
 
         ``force_account`` sends that account's report for its last full period now (``daily`` if the account
         has ``report = "never"``), even when it was sent already. Run hourly by the daemon; errors are logged
-        per account and never stop the others (a forced report raises them instead).
+        per account and never stop the others (a forced report raises them instead; an unknown ``force_account``
+        raises ``KeyError``).
         """
         moment = now or self._clock()
+        if force_account is not None:
+            self._settings.account(force_account)  # KeyError for an unknown account
         sent: list[str] = []
         for account in self._settings.accounts:
             forced = account.name == force_account
@@ -375,19 +380,22 @@ class Housekeeping:
         """Build and mail ``account``'s report of ``kind`` for the last full period before ``now``.
 
         Without ``force``, only when this period was not reported yet (and no other instance is sending it);
-        with it, always, and the period is then recorded as reported. ``recipients`` replaces the account's
-        list. Returns what was sent, or ``None`` when nothing was. Raises ``NotificationError`` when the mail
-        could not be handed over (the period then stays due), and ``StoreUnavailable``.
+        with it, always. ``recipients`` replaces the account's list; a report mailed to the account's own list
+        records the period as reported, one mailed elsewhere does not. Returns what was sent, or ``None`` when
+        nothing was. Raises ``NotificationError`` when the mail could not be handed over (the period then stays
+        due), and ``StoreUnavailable``.
         """
         since, until, label = report_period(kind, now)
-        to = list(recipients) if recipients else report_recipients(account)
+        to = list(recipients) if recipients is not None else report_recipients(account)
         if not to:
-            log.warning(
-                "account %s: the %s report for %s is not sent: nobody would get it (set report_to or notify_extra)",
-                account.name,
-                kind,
-                label,
-            )
+            if (account.name, label) not in self._unaddressed:
+                self._unaddressed.add((account.name, label))
+                log.warning(
+                    "account %s: the %s report for %s is not sent: nobody would get it (set report_to or notify_extra)",
+                    account.name,
+                    kind,
+                    label,
+                )
             return None
         stale = timedelta(seconds=REPORT_CLAIM_SECONDS)
         if not force and not await self._store.claim_report(account.name, label, now, stale_after=stale):
@@ -412,7 +420,8 @@ class Housekeeping:
                     # The claim then expires by itself after REPORT_CLAIM_SECONDS.
                     log.warning("account %s: the claim on the %s report stays: %s", account.name, label, exc)
             raise
-        await self._store.finish_report(account.name, label, now, sent=True)
+        if recipients is None:
+            await self._store.finish_report(account.name, label, now, sent=True)
         log.info(
             "account %s: %s report for %s (%s) mailed to %s",
             account.name,

@@ -20,6 +20,7 @@ from bridge.settings import (
     DocumentSettings,
     HttpSettings,
     InboundSettings,
+    RetentionSettings,
     MailSettings,
     RelaySettings,
     Settings,
@@ -285,7 +286,8 @@ def _field_names(model: type[BaseModel], *, skip: set[str] | None = None) -> set
 def test_example_config_lists_every_setting() -> None:
     found = _keys_by_section(EXAMPLE_TOML.read_text(encoding="utf-8"))
     sections = {
-        "smtp", "store", "worker", "documents", "inbound", "http", "mail", "providers", "accounts", "config_file"
+        "smtp", "store", "worker", "documents", "inbound", "http", "retention", "mail", "providers", "accounts",
+        "config_file",
     }  # fmt: skip
     expected: dict[str, set[str]] = {
         "": _field_names(Settings, skip=sections),
@@ -295,6 +297,7 @@ def test_example_config_lists_every_setting() -> None:
         "documents": _field_names(DocumentSettings),
         "inbound": _field_names(InboundSettings),
         "http": _field_names(HttpSettings),
+        "retention": _field_names(RetentionSettings),
         "mail": _field_names(MailSettings, skip={"relay"}),
         "mail.relay": _field_names(RelaySettings),
         "accounts": _field_names(AccountSettings),
