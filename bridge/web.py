@@ -85,6 +85,20 @@ def create_web_app(
         ]
         events = dict(worker.counts) if worker is not None else {}
         lines += [f'faxbridge_events_total{{event="{name}"}} {value}' for name, value in sorted(events.items())]
+        sent, failures = await store.provider_totals()
+        lines += [
+            "# HELP faxbridge_submissions_total Faxes handed to each provider (all instances, since the store began).",
+            "# TYPE faxbridge_submissions_total counter",
+        ]
+        lines += [f'faxbridge_submissions_total{{provider="{_label(p)}"}} {n}' for p, n in sorted(sent.items())]
+        lines += [
+            "# HELP faxbridge_failures_total Failed faxes by provider and the provider's code.",
+            "# TYPE faxbridge_failures_total counter",
+        ]
+        lines += [
+            f'faxbridge_failures_total{{provider="{_label(p)}",code="{_label(c)}"}} {n}'
+            for (p, c), n in sorted(failures.items())
+        ]
         lines += [
             "# HELP faxbridge_inbound_delivered_total Incoming faxes mailed since this instance started.",
             "# TYPE faxbridge_inbound_delivered_total counter",
@@ -129,6 +143,11 @@ def create_web_app(
         Route("/webhooks/{provider}", webhook, methods=["POST"]),
     ]
     return Starlette(routes=routes)
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 async def serve_web(app: Starlette, host: str, port: int) -> tuple[tuple[str, int], Callable[[], Awaitable[None]]]:

@@ -157,6 +157,10 @@ class JobStore(ABC):
         """How many jobs are in each state (states without jobs are left out)."""
 
     @abstractmethod
+    async def provider_totals(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+        """Faxes handed to each provider (jobs with a submission time), and failed jobs by provider and code."""
+
+    @abstractmethod
     async def oldest_active_job(self) -> datetime | None:
         """When the oldest job that is not finished was accepted, or ``None`` when none is active."""
 

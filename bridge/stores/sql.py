@@ -1162,6 +1162,26 @@ class SQLStore(JobStore):
         rows = await self._run("count the jobs", lambda conn: conn.execute(statement).all(), write=False)
         return {JobState(state): int(count) for state, count in rows}
 
+    async def provider_totals(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+        """Faxes handed to each provider, and failed jobs by provider and code (for the metrics)."""
+        submitted = (
+            sa.select(jobs.c.provider, sa.func.count())
+            .where(jobs.c.submitted_at.is_not(None))
+            .group_by(jobs.c.provider)
+        )
+        failed = (
+            sa.select(jobs.c.provider, sa.func.coalesce(jobs.c.code, ""), sa.func.count())
+            .where(jobs.c.state == JobState.FAILED.value)
+            .group_by(jobs.c.provider, sa.func.coalesce(jobs.c.code, ""))
+        )
+
+        def read(conn: Connection) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+            sent = {str(provider): int(count) for provider, count in conn.execute(submitted)}
+            failures = {(str(provider), str(code)): int(count) for provider, code, count in conn.execute(failed)}
+            return sent, failures
+
+        return await self._run("count the faxes per provider", read, write=False)
+
     async def oldest_active_job(self) -> datetime | None:
         """When the oldest job that is not finished was accepted."""
         statement = sa.select(sa.func.min(jobs.c.created_at)).where(

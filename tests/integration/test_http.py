@@ -26,6 +26,7 @@ def http(**changes: Any) -> dict[str, Any]:
 
 async def test_healthz_and_metrics(make_settings: Any) -> None:
     settings = make_settings(http=http())
+    busy = "+4930999999@fax.localhost"  # the embedded default's number that fails as busy
     async with running_bridge(settings) as bridge:
         base = "http://{}:{}".format(*bridge.http_address)
         async with httpx.AsyncClient(base_url=base) as client:
@@ -35,11 +36,16 @@ async def test_healthz_and_metrics(make_settings: Any) -> None:
                 bridge.address[1], "demo@example.com", ["+4930123456@fax.localhost"], message.as_bytes()
             )
             assert result.data_code == 250
-            await asyncio.wait_for(bridge.worker.wait_for_count("notice_sent", 1), 30)
+            result = await atransact(bridge.address[1], "demo@example.com", [busy], make_message().as_bytes())
+            assert result.data_code == 250
+            await asyncio.wait_for(bridge.worker.wait_for_count("notice_sent", 2), 30)
             metrics = (await client.get("/metrics")).text
     assert 'faxbridge_jobs{state="delivered"} 1' in metrics
     assert 'faxbridge_jobs{state="received"} 0' in metrics
-    assert 'faxbridge_events_total{event="submitted"} 1' in metrics
+    assert 'faxbridge_jobs{state="failed"} 1' in metrics
+    assert 'faxbridge_events_total{event="submitted"} 2' in metrics
+    assert 'faxbridge_submissions_total{provider="local"} 2' in metrics
+    assert 'faxbridge_failures_total{provider="local",code="busy"} 1' in metrics
     assert "faxbridge_oldest_active_job_seconds 0" in metrics
     assert "faxbridge_inbound_delivered_total 0" in metrics
 
