@@ -27,6 +27,7 @@ from bridge.inbound import InboundDelivery
 from bridge.intake import Intake
 from bridge.mailer import Mailer, build_mailer
 from bridge.models import InboundRef
+from bridge.notify import load_templates
 from bridge.providers import build_provider
 from bridge.providers.base import Capability, FaxProvider
 from bridge.routing import Router
@@ -121,6 +122,9 @@ class Bridge:
     async def start(self) -> tuple[str, int]:
         """Start everything; return the SMTP address actually listening."""
         settings = self.settings
+        # Every template, shipped and per account, is checked before anything starts: a template error stops
+        # the start here (a ConfigError, exit 78), not at the first notice hours later.
+        load_templates(settings)
         try:
             settings.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

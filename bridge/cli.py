@@ -338,6 +338,10 @@ async def _check(settings: Settings, out: TextIO) -> int:
                 f"account {account.name}: {account.provider}, senders {', '.join(account.allowed_senders)}",
                 file=out,
             )
+        from bridge.notify import load_templates
+
+        load_templates(settings)
+        print("templates: valid (en, de, nl, and each account's own)", file=out)
         for line in _document_tools():
             print(line, file=out)
     finally:

@@ -39,8 +39,10 @@ from typing import Final, Literal
 from bridge.errors import BridgeError
 from bridge.mailer import Mailer
 from bridge.models import FaxJob, JobState
+from bridge.notify import load_templates, subject_header
 from bridge.settings import AccountSettings, Settings
 from bridge.stores.base import JobStore, PurgeResult
+from bridge.templates import Templates
 
 __all__ = [
     "CSV_COLUMNS",
@@ -269,22 +271,43 @@ def compose_report(
     to: Sequence[str],
     hostname: str,
     now: datetime,
+    language: str = "en",
+    timezone: str = "UTC",
+    templates: Templates | None = None,
 ) -> EmailMessage:
-    """The report mail: a plain-text summary and the CSV of every job as an attachment."""
+    """The report mail, from the ``report`` template: a summary and the CSV of every job as an attachment.
+
+    The summary block itself (the counts and the failures by reason) is written here, in English.
+    """
     recipients = [address for address in to if address.strip()]
     if not recipients:
         raise ValueError(f"no recipients for the report of account {report.account}")
+    rendered = (templates or load_templates()).render(
+        "report",
+        language,
+        {
+            "period": report.label,
+            "summary": report_text(report).rstrip(),
+            "faxes_sent": report.delivered,
+            "faxes_received": report.received,
+            "pages_sent": report.pages_sent,
+            "failures": report.failed,
+        },
+        account=report.account,
+        tz=timezone,
+        when=now,
+    )
     message = EmailMessage()
     message["From"] = from_address
     message["To"] = ", ".join(recipients)
-    message["Subject"] = f"Fax report {report.label} for account {report.account}"
+    message["Subject"] = subject_header(rendered.subject)
     message["Date"] = email.utils.format_datetime(now.astimezone(UTC))
     message["Message-ID"] = email.utils.make_msgid(domain=hostname.strip().rstrip(".") or "faxbridge.invalid")
     message["Auto-Submitted"] = "auto-generated"
     message["X-Auto-Response-Suppress"] = "All"
     message["X-Loop"] = email.utils.parseaddr(from_address)[1] or from_address
     message["X-Faxbridge-Report"] = f"{report.account} {report.label}"
-    body = report_text(report)
+    body = rendered.text
     message.set_content(body, charset="utf-8", cte=None if body.isascii() else "quoted-printable")
     message.add_attachment(
         report_csv(report),
@@ -410,6 +433,9 @@ class Housekeeping:
                 to=to,
                 hostname=self._settings.smtp.hostname,
                 now=now,
+                language=account.language,
+                timezone=account.timezone,
+                templates=load_templates(self._settings),
             )
             await self._mailer.deliver(message, to)
         except Exception:

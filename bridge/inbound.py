@@ -14,15 +14,15 @@ between 1 and 2 leaves it ``delivered``: the next poll acknowledges it without m
 fax announced twice at once (overlapping polls, a webhook replayed) is mailed once: the store's row and its
 lease admit one delivery, and one lock per fax serialises this process's own attempts.
 
-The mail is ``multipart/mixed``: a text and an HTML part (caller, called number, pages, time received, the
-provider's id), the fax as PDF or TIFF as the destination asks (converted with Pillow where needed), and a
-PNG of page 1 taken from the fax image itself (received faxes are images; PDFs that are not are rendered).
+The mail is ``multipart/mixed``: a text and an HTML part from the ``incoming`` template (caller, called
+number, pages, time received, the provider's id), the fax as PDF or TIFF as the destination asks (converted
+with Pillow where needed), and a PNG of page 1 taken from the fax image itself (received faxes are images;
+PDFs that are not are rendered).
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
 import io
 import logging
 from collections import defaultdict
@@ -37,12 +37,14 @@ from PIL import Image, ImageSequence
 from bridge.errors import BridgeError, NotificationError
 from bridge.mailer import Mailer
 from bridge.models import InboundRef, InboundState
+from bridge.notify import load_templates, subject_header
 from bridge.providers.base import Capability, FaxProvider
 from bridge.routing import format_number
-from bridge.settings import InboundDestination, Settings
+from bridge.settings import AccountSettings, InboundDestination, Settings
 from bridge.stores.base import JobStore
+from bridge.templates import Templates
 
-__all__ = ["FaxImages", "InboundDelivery", "fax_images", "route_for"]
+__all__ = ["FaxImages", "InboundDelivery", "account_for_incoming", "compose_incoming", "fax_images", "route_for"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,24 @@ def route_for(settings: Settings, called: str | None) -> list[InboundDestination
         if route.number == "*":
             return [d for d in route.destinations if d.incoming]
     return []
+
+
+def account_for_incoming(settings: Settings, called: str | None) -> AccountSettings | None:
+    """The account whose language and time zone the mail of a fax to ``called`` is written in.
+
+    Incoming faxes belong to no account as such: this is the first account that sends from that number
+    (``caller_id``), else the first that gives it to one of its senders (``sender_caller_ids``); ``None``
+    (English and UTC) when none does.
+    """
+    if not called:
+        return None
+    for account in settings.accounts:
+        if account.caller_id == called:
+            return account
+    for account in settings.accounts:
+        if called in account.sender_caller_ids.values():
+            return account
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,40 +170,43 @@ def compose_incoming(
     hostname: str,
     service: str,
     now: datetime,
+    language: str = "en",
+    timezone: str = "UTC",
+    account: str | None = None,
+    templates: Templates | None = None,
 ) -> EmailMessage:
-    """The mail that brings one incoming fax to its destinations (which share a format and preview choice)."""
-    caller = format_number(ref.caller) if ref.caller else "an unknown number"
-    called = format_number(ref.called) if ref.called else "an unknown number"
-    pages = len(fax.pages)
-    pages_text = "1 page" if pages == 1 else f"{pages} pages"
-    received = ref.received_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    """The mail that brings one incoming fax to its destinations (which share a format and preview choice).
+
+    Subject, text and HTML part are the ``incoming`` template in ``language``, with the time received in
+    ``timezone``, from ``templates`` (default: the shipped ones), using the override of ``account`` where it
+    has one (``account_for_incoming`` picks the account; English and UTC when there is none).
+    """
+    rendered = (templates or load_templates()).render(
+        "incoming",
+        language,
+        {
+            "caller": format_number(ref.caller) if ref.caller else None,
+            "called": format_number(ref.called) if ref.called else None,
+            "pages": len(fax.pages),
+            "fax_id": ref.provider_fax_id,
+            "service": service,
+        },
+        account=account,
+        tz=timezone,
+        when=ref.received_at,
+    )
     message = EmailMessage()
     message["From"] = from_address
     message["To"] = ", ".join(d.address for d in destinations)
-    message["Subject"] = f"Fax from {caller} ({pages_text})"
+    message["Subject"] = subject_header(rendered.subject)
     message["Date"] = format_datetime(now)
     message["Message-ID"] = make_msgid(domain=hostname.strip().rstrip(".") or "faxbridge.invalid")
     message["Auto-Submitted"] = "auto-generated"
     message["X-Faxbridge-Fax"] = f"{ref.provider}:{ref.provider_fax_id}"
-    details = [
-        ("From", caller),
-        ("To", called),
-        ("Pages", str(pages)),
-        ("Received", received),
-        ("Fax service", f"{service} (id {ref.provider_fax_id})"),
-    ]
-    text = [f"You received a fax from {caller} to {called}: {pages_text}.", ""]
-    text += [f"{label + ':':<13} {value}" for label, value in details]
-    text += ["", "The fax is attached.", "", "-- ", "This message was sent automatically by the fax gateway."]
-    rows = "".join(
-        f"<tr><th align='left'>{html.escape(label)}</th><td>{html.escape(value)}</td></tr>" for label, value in details
-    )
-    body_html = (
-        f"<html><body><p>You received a fax from {html.escape(caller)} to {html.escape(called)}: "
-        f"{html.escape(pages_text)}.</p><table>{rows}</table><p>The fax is attached.</p></body></html>"
-    )
-    message.set_content("\n".join(text) + "\n")
-    message.add_alternative(body_html, subtype="html")
+    text = rendered.text
+    message.set_content(text, charset="utf-8", cte=None if text.isascii() else "quoted-printable")
+    if rendered.html is not None:
+        message.add_alternative(rendered.html, subtype="html", charset="utf-8")
     stamp = ref.received_at.astimezone(UTC).strftime("%Y%m%d-%H%M%S")
     number = (ref.caller or "unknown").lstrip("+")
     choice = destinations[0]
@@ -270,6 +293,8 @@ class InboundDelivery:
                 groups: dict[tuple[str, bool], list[InboundDestination]] = defaultdict(list)
                 for destination in destinations:
                     groups[(destination.format, destination.preview)].append(destination)
+                account = account_for_incoming(self._settings, ref.called)
+                templates = load_templates(self._settings)
                 for group in groups.values():
                     message = await asyncio.to_thread(
                         compose_incoming,
@@ -280,6 +305,10 @@ class InboundDelivery:
                         hostname=self._settings.smtp.hostname,
                         service=provider.display_name,
                         now=now,
+                        language=account.language if account is not None else "en",
+                        timezone=account.timezone if account is not None else "UTC",
+                        account=account.name if account is not None else None,
+                        templates=templates,
                     )
                     await self._mailer.deliver(message, [d.address for d in group])
             except NotificationError as exc:

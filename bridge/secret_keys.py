@@ -34,8 +34,10 @@ from typing import Final
 from bridge.errors import BridgeError, SenderNotAuthorized
 from bridge.mailer import Mailer
 from bridge.models import StoredKey
+from bridge.notify import load_templates, subject_header
 from bridge.settings import AccountSettings, Settings
 from bridge.stores.base import JobStore
+from bridge.templates import Templates
 
 __all__ = [
     "KEY_ALPHABET",
@@ -255,6 +257,7 @@ class KeyRotation:
             from_address=self._settings.mail.from_address,
             to=recipients,
             hostname=self._settings.smtp.hostname,
+            templates=load_templates(self._settings),
         )
         try:
             await self._mailer.deliver(message, recipients)
@@ -272,34 +275,39 @@ def compose_key_notice(
     from_address: str,
     to: Sequence[str],
     hostname: str,
+    templates: Templates | None = None,
 ) -> EmailMessage:
-    """The mail that tells an account's people its new key."""
-    grace = account.secret_key_grace_hours
-    due = next_rotation(account.secret_key_renew, now)
-    lines = [
-        f"The fax gateway's secret key for the account {account.name} is now:",
-        "",
-        f"    {key}",
-        "",
-        "Write it anywhere in the subject of every mail you fax, as a word of its own, for example:",
-        f"    Subject: Invoice 4711 {key}",
-        "It is removed from the subject before the fax is sent.",
-    ]
-    if grace > 0:
-        lines += ["", f"The previous key is still accepted for {grace:g} hours."]
-    if due is not None:
-        lines += [f"This key will be replaced on {due:%Y-%m-%d %H:%M} UTC; you will get the next one by mail."]
-    lines += ["", "-- ", "This message was sent automatically by the fax gateway; replies are not read."]
+    """The mail that tells an account's people its new key.
+
+    Its subject and text are the ``secret_rotated`` template in the account's language and time zone, from
+    ``templates`` (default: the shipped ones), with the account's override where it has one. The key is in
+    the text only, never in the subject: subjects are logged by every mail server on the way.
+    """
+    rendered = (templates or load_templates()).render(
+        "secret_rotated",
+        account.language,
+        {
+            "key": key,
+            "grace": account.secret_key_grace_hours,
+            "next_rotation": next_rotation(account.secret_key_renew, now),
+        },
+        account=account.name,
+        tz=account.timezone,
+        when=now,
+    )
     message = EmailMessage()
     message["From"] = from_address
     message["To"] = ", ".join(to)
-    message["Subject"] = f"New fax secret key for account {account.name}"
+    message["Subject"] = subject_header(rendered.subject)
     message["Date"] = email.utils.format_datetime(now)
     message["Message-ID"] = email.utils.make_msgid(domain=hostname.strip().rstrip(".") or "faxbridge.invalid")
     message["Auto-Submitted"] = "auto-generated"
     message["X-Auto-Response-Suppress"] = "All"
     message["X-Loop"] = email.utils.parseaddr(from_address)[1] or from_address
-    message.set_content("\n".join(lines) + "\n")
+    body = rendered.text
+    message.set_content(body, charset="utf-8", cte=None if body.isascii() else "quoted-printable")
+    if rendered.html is not None:
+        message.add_alternative(rendered.html, subtype="html", charset="utf-8")
     return message
 
 

@@ -61,7 +61,7 @@ from bridge.models import (
     OutboundFax,
     SendReceipt,
 )
-from bridge.notify import compose_notice, notice_recipients
+from bridge.notify import compose_notice, load_templates, notice_recipients
 from bridge.providers.base import Capability, FaxProvider
 from bridge.routing import format_number
 from bridge.settings import Settings
@@ -578,8 +578,8 @@ class Worker:
         return _Step(JobUpdate(next_attempt_at=self._clock() + delay), proceed=False)
 
     async def _notify(self, job: FaxJob) -> _Step:
-        extra = self._settings.account(job.account).notify_extra if self._has_account(job) else []
-        recipients = notice_recipients(job, extra)
+        account = self._settings.account(job.account) if self._has_account(job) else None
+        recipients = notice_recipients(job, account.notify_extra if account is not None else [])
         if not recipients:
             return _Step(JobUpdate(notice=NoticeState.SENT), proceed=True)
         mail = self._settings.mail
@@ -596,6 +596,10 @@ class Worker:
             preview=preview,
             now=self._clock(),
             service=self._service_name(job),
+            # The account's language and time zone; English and UTC for a job whose account is gone.
+            language=account.language if account is not None else "en",
+            timezone=account.timezone if account is not None else "UTC",
+            templates=load_templates(self._settings),
         )
         tries = int(job.detail.get("notice_attempts", 0)) + 1
         try:

@@ -328,7 +328,7 @@ async def test_a_daily_report_lists_every_job_of_the_period_and_only_those(
     by_recipient = {str(message["To"]): message for message in mails(settings)}
     assert set(by_recipient) == {"boss@example.com", "other-boss@example.org"}  # report_to wins over notify_extra
     message = by_recipient["boss@example.com"]
-    assert str(message["Subject"]) == "Fax report 2026-11-23 for account demo"
+    assert str(message["Subject"]) == "Fax report for demo: 2026-11-23"
     assert message["Auto-Submitted"] == "auto-generated"
 
     rows = csv_rows(message, "faxes-demo-2026-11-23.csv")
@@ -385,10 +385,10 @@ async def test_each_period_is_reported_once(settings: Settings, store: SQLStore,
     assert await housekeeping.send_reports(at(25, 0, 5)) == ["demo", "other"]
     subjects = sorted(str(message["Subject"]) for message in mails(settings))
     assert subjects == [
-        "Fax report 2026-11-23 for account demo",
-        "Fax report 2026-11-23 for account other",
-        "Fax report 2026-11-24 for account demo",
-        "Fax report 2026-11-24 for account other",
+        "Fax report for demo: 2026-11-23",
+        "Fax report for demo: 2026-11-24",
+        "Fax report for other: 2026-11-23",
+        "Fax report for other: 2026-11-24",
     ]
 
     # Forced (what `faxbridge report` does): sent again, for that account only.
@@ -725,7 +725,27 @@ async def test_the_daemon_sends_due_reports_and_purges(settings: Settings, clock
         await bridge._send_reports()
         await bridge._send_reports()
         assert sorted(str(message["Subject"]) for message in mails(settings)) == [
-            "Fax report 2026-11-23 for account demo",
-            "Fax report 2026-11-23 for account other",
+            "Fax report for demo: 2026-11-23",
+            "Fax report for other: 2026-11-23",
         ]
         await bridge._purge()  # nothing to delete: no error
+
+
+def test_the_report_speaks_the_accounts_language() -> None:
+    since = datetime(2026, 11, 23, tzinfo=UTC)
+    report = build_report("demo", [], {}, since, since + timedelta(days=1), "2026-11-23")
+    message = compose_report(
+        report,
+        from_address="faxbridge@example.com",
+        to=["boss@example.com"],
+        hostname="fax.example.com",
+        now=since + timedelta(days=1, hours=6),
+        language="de",
+        timezone="Europe/Berlin",
+    )
+    assert str(message["Subject"]) == "Fax-Bericht für demo: 2026-11-23"
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    assert "24. November 2026" in str(body.get_content())
+    [attachment] = message.iter_attachments()
+    assert attachment.get_filename() == "faxes-demo-2026-11-23.csv"

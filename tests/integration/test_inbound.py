@@ -83,7 +83,7 @@ async def test_a_fax_dropped_into_the_inbox_is_mailed_once_with_preview(make_set
         assert await bridge.inbound.poll() == 0  # acknowledged: moved out of the inbox
     [message] = mails(settings)
     assert message["To"] == "demo@example.com"
-    assert message["Subject"] == "Fax from +31 20 123 4567 (2 pages)"
+    assert message["Subject"] == "Fax from +31 20 123 4567 — 2 pages"
     text = message.get_body(preferencelist=("plain",))
     html = message.get_body(preferencelist=("html",))
     assert text is not None

@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import default_config, dump_toml
 from tests.integration.process import BridgeProcess
 from tests.integration.smtp_client import atransact, make_message
+from tests.integration.test_inbound import _tiff, fax_pdf
 
 pytestmark = pytest.mark.slow
 
@@ -48,22 +49,24 @@ def maildir_messages(tmp_path: Path) -> list[bytes]:
 async def test_process_started_like_make_run(tmp_path: Path) -> None:
     inbox = tmp_path / "var" / "inbox"
     inbox.mkdir(parents=True)
-    (inbox / "early.pdf").write_bytes(b"%PDF-1.4\n")
+    (inbox / "early.pdf").write_bytes(fax_pdf(1))
     (inbox / "early.json").write_text(json.dumps({"caller": "+31201234567", "called": "+4930123456"}))
     process = BridgeProcess(write_config(tmp_path))
     port = await process.start()
     try:
-        await process.wait_for_line(r"incoming fax at local: early\.pdf from \+31201234567 to \+4930123456")
-        (inbox / "later.tif").write_bytes(b"II*\x00")
+        # The embedded default mails every incoming fax to demo@example.com, into the Maildir.
+        await process.wait_for_line(r"incoming fax early\.pdf at local from \+31201234567 mailed to demo@example\.com")
+        (inbox / "later.tif").write_bytes(_tiff())
         # The inbox is looked at every 5 seconds.
-        await process.wait_for_line(r"incoming fax at local: later\.tif from unknown caller", timeout=30)
+        await process.wait_for_line(r"incoming fax later\.tif at local from an unknown number mailed to", timeout=30)
         message = make_message(subject="Process test")
         result = await atransact(port, "demo@example.com", [FAX], message.as_bytes())
         assert result.data_code == 250
         job_id = result.data_text.rsplit(" ", 1)[1]
         await process.wait_for_line(rf"job {job_id}: notice sent")
         assert (tmp_path / "var" / "outbox" / f"{job_id}.pdf").is_file()
-        [notice] = maildir_messages(tmp_path)
+        [notice] = [m for m in maildir_messages(tmp_path) if b"X-Faxbridge-Job:" in m]
+        assert len(maildir_messages(tmp_path)) == 3  # two incoming faxes and the notice
         assert message["Message-ID"].encode() in notice
         assert b"Auto-Submitted: auto-replied" in notice
     finally:

@@ -23,12 +23,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from PIL import Image
 
 from bridge.errors import NotificationError
+from bridge.inbound import FaxImages, account_for_incoming, compose_incoming
 from bridge.mailer import MaildirMailer, Mailer, PartialDeliveryError, RelayMailer, build_mailer
-from bridge.models import FaxJob, JobState, NoticeState
-from bridge.notify import compose_notice, notice_recipients
-from bridge.settings import MailSettings, RelaySettings
+from bridge.models import FaxJob, InboundRef, JobState, NoticeState
+from bridge.notify import compose_notice, load_templates, notice_recipients
+from bridge.secret_keys import compose_key_notice
+from bridge.settings import InboundDestination, MailSettings, RelaySettings, Settings
+from bridge.templates import TemplateError
+from tests.conftest import SettingsFactory, default_config
 from tests.fakes.smtp import RecordingSink, start_sink
 
 FROM = "Fax Gateway <faxbridge@fax.example.com>"
@@ -111,8 +116,8 @@ def test_delivered_notice_threads_to_the_original_and_is_marked_automatic() -> N
     assert "was delivered" in body
     assert "+49 30 123456" in body
     assert "01JOB000000000000000000001" in body
-    assert "2026-03-02 09:00:00 UTC" in body  # received
-    assert "2026-03-02 09:04:05 UTC" in body  # delivered
+    assert re.search(r"^Received: +2 March 2026 at 09:00$", body, re.MULTILINE)
+    assert re.search(r"^Delivered: +2 March 2026 at 09:04$", body, re.MULTILINE)
     assert "report.pdf: 3 pages" in body
     assert "What you can do" not in body
 
@@ -211,7 +216,8 @@ def test_long_and_non_ascii_subjects_keep_every_space(theirs: str, policy: email
     assert all(len(line) <= 78 for line in wire.splitlines())
     parsed = email.message_from_bytes(wire, policy=email.policy.default)
     assert parsed["Subject"] == f"Fax to +49 30 123456 delivered — 3 pages (Re: {theirs})"
-    assert theirs in body_of(parsed).replace("\n", " ")
+    # Long lines of the body are wrapped (at 72 characters), and the line ends are CRLF after SMTP's policy.
+    assert theirs in " ".join(body_of(parsed).split())
 
 
 @pytest.mark.parametrize(
@@ -267,6 +273,145 @@ def test_several_recipients_in_to() -> None:
         "alice@example.com",
         "boss@example.com",
     ]
+
+
+# -- languages, time zones and overrides -----------------------------------------------------------------
+
+
+def account_settings(make_settings: SettingsFactory, **account: Any) -> Settings:
+    """Settings whose one account, ``acme``, has the given fields (language, timezone, templates…)."""
+    [demo] = default_config()["accounts"]
+    return make_settings(accounts=[{**demo, "name": "acme", **account}])
+
+
+def write_override(directory: Path, name: str, content: str) -> None:
+    path = directory / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content, encoding="utf-8")
+
+
+def test_a_german_account_gets_a_german_notice_with_its_own_time(make_settings: SettingsFactory) -> None:
+    settings = account_settings(make_settings, language="de", timezone="Europe/Berlin")
+    account = settings.account("acme")
+    message = reparse(
+        notice(
+            make_job(),
+            document_notes=["report.pdf: 3 Seiten"],
+            language=account.language,
+            timezone=account.timezone,
+            templates=load_templates(settings),
+        )
+    )
+
+    assert message["Subject"] == "Fax an +49 30 123456 zugestellt — 3 Seiten (Re: Quarterly report)"
+    body = body_of(message)
+    assert body.startswith("Ihr Fax an +49 30 123456 wurde zugestellt.\n")
+    # 09:00 and 09:04 UTC are 10:00 and 10:04 in Berlin (CET, winter time).
+    assert re.search(r"^Eingegangen: +2\. März 2026 um 10:00 Uhr$", body, re.MULTILINE)
+    assert re.search(r"^Zugestellt: +2\. März 2026 um 10:04 Uhr$", body, re.MULTILINE)
+    assert "report.pdf: 3 Seiten" in body
+    assert "UTC" not in body
+    # The headers do not change with the language.
+    assert message["In-Reply-To"] == "<orig-1@mail.example.com>"
+    assert message["Auto-Submitted"] == "auto-replied"
+    assert message["X-Faxbridge-State"] == "delivered"
+    assert email.utils.parsedate_to_datetime(message["Date"]) == NOW
+
+
+def test_the_time_zone_can_move_the_date() -> None:
+    late = make_job(finished_at=dt.datetime(2026, 3, 2, 23, 30, tzinfo=dt.UTC))
+    body = body_of(notice(late, language="nl", timezone="Europe/Amsterdam", templates=load_templates()))
+    assert "3 maart 2026 om 00:30" in body
+
+
+def test_an_account_override_replaces_the_subject(make_settings: SettingsFactory, tmp_path: Path) -> None:
+    write_override(
+        tmp_path / "var" / "acme-templates",
+        "en/delivered.toml",
+        'subject = "[ACME] fax {job_id} to {to}: {status}"\ntext = "Delivered to {to} on {date}."\n',
+    )
+    # Relative to state_dir, as the configuration writes it.
+    settings = account_settings(make_settings, templates="acme-templates")
+    templates = load_templates(settings)
+    assert load_templates(settings) is templates  # read once per process
+
+    message = notice(make_job(), templates=templates)
+    assert message["Subject"] == "[ACME] fax 01JOB000000000000000000001 to +49 30 123456: delivered"
+    assert body_of(message) == "Delivered to +49 30 123456 on 2 March 2026.\n"
+    assert message["In-Reply-To"] == "<orig-1@mail.example.com>"
+    assert message["X-Faxbridge-Job"] == "01JOB000000000000000000001"
+    # Only that account's notices, and only that template.
+    assert notice(make_job(account="other"), templates=templates)["Subject"].startswith("Fax to +49 30 123456 ")
+    failed = notice(make_job(state=JobState.FAILED, reason="busy"), templates=templates)
+    assert failed["Subject"].startswith("Fax to +49 30 123456 failed: busy")
+
+
+def test_an_unknown_placeholder_in_an_override_stops_the_start(make_settings: SettingsFactory, tmp_path: Path) -> None:
+    directory = tmp_path / "var" / "broken"
+    write_override(directory, "de/failed.toml", 'subject = "Fax an {to}: {grund}"\ntext = "{reason}"\n')
+    settings = account_settings(make_settings, templates=str(directory))
+
+    with pytest.raises(TemplateError, match=r"unknown placeholder \{grund\}") as caught:
+        load_templates(settings)
+    assert caught.value.placeholder == "grund"
+    assert caught.value.template == "failed"
+    assert str(directory / "de" / "failed.toml") in str(caught.value)
+
+
+def test_the_new_key_mail_is_in_the_account_language(make_settings: SettingsFactory) -> None:
+    settings = account_settings(
+        make_settings, language="de", timezone="Europe/Berlin", secret_key_renew="daily", secret_key_grace_hours=12
+    )
+    message = compose_key_notice(
+        settings.account("acme"),
+        "ABCDEFGHJKMNPQRS",
+        now=NOW,
+        from_address=FROM,
+        to=["boss@example.com"],
+        hostname=HOST,
+        templates=load_templates(settings),
+    )
+    assert "ABCDEFGHJKMNPQRS" not in str(message["Subject"])
+    assert message["Auto-Submitted"] == "auto-generated"
+    body = body_of(message)
+    assert re.search(r"^    ABCDEFGHJKMNPQRS$", body, re.MULTILINE)
+    assert "12 Stunden" in body
+    assert "3. März 2026 um 10:30 Uhr" in body  # the next rotation, a day later, in Berlin
+
+
+def test_an_incoming_fax_is_mailed_in_the_language_of_the_account_of_its_number(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = account_settings(make_settings, language="nl", timezone="Europe/Amsterdam", caller_id="+4930123456")
+    account = account_for_incoming(settings, "+4930123456")
+    assert account is not None
+    assert account_for_incoming(settings, "+4930999999") is None
+    ref = InboundRef("local", "fax1.pdf", "+31201234567", "+4930123456", NOW)
+    page = Image.new("1", (1728, 2200), 1)
+    message = compose_incoming(
+        ref,
+        FaxImages([page, page], b"%PDF-1.4", "pdf"),
+        [InboundDestination(address="office@example.com", preview=False)],
+        from_address=FROM,
+        hostname=HOST,
+        service="Local",
+        now=NOW,
+        language=account.language,
+        timezone=account.timezone,
+        account=account.name,
+        templates=load_templates(settings),
+    )
+    assert message["Subject"] == "Fax van +31 20 123 4567 — 2 pagina's"
+    text, html = message.get_body(("plain",)), message.get_body(("html",))
+    assert text is not None
+    assert html is not None
+    assert "2 maart 2026 om 10:30" in str(text.get_content())
+    assert "2 maart 2026 om 10:30" in str(html.get_content())
+    assert [part.get_filename() for part in message.iter_attachments()] == ["fax-20260302-093000-31201234567.pdf"]
+
+
+def test_the_shipped_templates_are_read_once() -> None:
+    assert load_templates() is load_templates()
 
 
 # -- who gets a notice -----------------------------------------------------------------------------------
