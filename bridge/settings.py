@@ -156,9 +156,10 @@ class InboundDestination(_Section):
     incoming: bool = True
     """Sipwise-style flags: this address gets incoming faxes…"""
     outgoing_copies: bool = False
-    """…copies of faxes sent from this number (not yet sent: the outbound side has no numbers per route)…"""
+    """…a copy, with the fax attached, of each fax sent from this number (an account's ``caller_id``, or a
+    sender's own from ``sender_caller_ids``)…"""
     status_reports: bool = False
-    """…and the notices of faxes sent from this number (likewise)."""
+    """…and the notice of each fax sent from this number."""
 
 
 class InboundRoute(_Section):

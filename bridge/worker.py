@@ -30,6 +30,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
 
@@ -579,7 +581,8 @@ class Worker:
 
     async def _notify(self, job: FaxJob) -> _Step:
         account = self._settings.account(job.account) if self._has_account(job) else None
-        recipients = notice_recipients(job, account.notify_extra if account is not None else [])
+        reports, copies = self._route_watchers(job)
+        recipients = notice_recipients(job, [*(account.notify_extra if account is not None else []), *reports])
         if not recipients:
             return _Step(JobUpdate(notice=NoticeState.SENT), proceed=True)
         mail = self._settings.mail
@@ -618,6 +621,8 @@ class Worker:
             log.error("job %s: notice refused for good: %s", job.job_id, exc)
             return _Step(JobUpdate(notice=NoticeState.FAILED, detail={"notice_error": str(exc)}), proceed=True)
         log.info("job %s: notice sent to %s", job.job_id, ", ".join(recipients))
+        if copies and job.state != JobState.REJECTED:
+            await self._send_copy(job, message, copies)
         return _Step(JobUpdate(notice=NoticeState.SENT, detail={"notice_attempts": tries}), proceed=True)
 
     # -- helpers ---------------------------------------------------------------------------------------
@@ -643,6 +648,50 @@ class Worker:
         base = min(worker.retry_max_seconds, worker.retry_initial_seconds * 2 ** max(attempt - 1, 0))
         # Jitter spreads retries of many jobs that failed together.
         return float(base * random.uniform(0.8, 1.0))
+
+    def _route_watchers(self, job: FaxJob) -> tuple[list[str], list[str]]:
+        """Who else hears of this fax by the inbound routes of the number it was sent from (Sipwise's flags):
+        the ``status_reports`` destinations get the notice, the ``outgoing_copies`` ones a copy with the fax."""
+        if not self._has_account(job):
+            return [], []
+        account = self._settings.account(job.account)
+        own_number = account.sender_caller_ids.get(job.sender.strip().lower()) or account.caller_id
+        if own_number is None:
+            return [], []
+        reports: list[str] = []
+        copies: list[str] = []
+        for route in self._settings.inbound.routes:
+            if route.number != own_number:
+                continue
+            for destination in route.destinations:
+                if destination.status_reports:
+                    reports.append(destination.address)
+                if destination.outgoing_copies:
+                    copies.append(destination.address)
+        return reports, copies
+
+    async def _send_copy(self, job: FaxJob, notice: EmailMessage, copies: list[str]) -> None:
+        # Best effort after the notice itself went out: a copy that cannot be delivered is logged, and the
+        # notice is not sent again for it.
+        document = await self._store.get_document(job.job_id)
+        if document is None:
+            return
+        copy = EmailMessage()
+        for name in ("From", "Subject", "Date", "Auto-Submitted", "X-Auto-Response-Suppress", "X-Loop"):
+            if notice[name] is not None:
+                copy[name] = notice[name]
+        copy["To"] = ", ".join(copies)
+        copy["Message-ID"] = make_msgid(domain=self._settings.smtp.hostname.strip().rstrip(".") or "faxbridge.invalid")
+        copy["X-Faxbridge-Job"] = job.job_id
+        body = notice.get_body(preferencelist=("plain",))
+        copy.set_content(str(body.get_content()) if body is not None else "")
+        copy.add_attachment(document, maintype="application", subtype="pdf", filename=f"fax-{job.job_id}.pdf")
+        try:
+            await self._mailer.deliver(copy, copies)
+        except NotificationError as exc:
+            log.warning("job %s: the copy for %s was not delivered: %s", job.job_id, ", ".join(copies), exc)
+            return
+        log.info("job %s: copy of the fax sent to %s", job.job_id, ", ".join(copies))
 
     def _service_name(self, job: FaxJob) -> str:
         provider = self._providers.get(job.provider)

@@ -212,6 +212,51 @@ async def test_the_fax_carries_the_accounts_caller_id_and_the_senders_own(make_s
         await db.close()
 
 
+async def test_routes_of_the_sending_number_get_status_reports_and_copies(make_settings: Any, clock: Clock) -> None:
+    settings = make_settings(
+        inbound={
+            "enabled": False,
+            "routes": [
+                {
+                    "number": "+4930123000",
+                    "destinations": [
+                        {"address": "reports@example.com", "incoming": False, "status_reports": True},
+                        {"address": "archive@example.com", "incoming": False, "outgoing_copies": True},
+                        {"address": "frontdesk@example.com"},
+                    ],
+                }
+            ],
+        },
+        accounts=[
+            {
+                "name": "demo",
+                "provider": "local",
+                "country": "DE",
+                "allowed_senders": ["demo@example.com"],
+                "caller_id": "+4930123000",
+            }
+        ],
+    )
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    db = SQLStore(settings.store_url, dedupe_window=timedelta(days=7), clock=clock)
+    await db.start()
+    try:
+        worker, _ = make_worker(settings, db, clock)
+        job_id = await accept(settings, db)
+        await worker.run_until_idle()
+    finally:
+        await db.close()
+    sent = [email.message_from_bytes(raw, policy=default) for raw in maildir_bytes(settings)]
+    [notice] = [m for m in sent if "reports@example.com" in str(m["To"])]
+    assert "demo@example.com" in str(notice["To"])
+    assert "frontdesk@example.com" not in str(notice["To"])
+    [copy] = [m for m in sent if str(m["To"]) == "archive@example.com"]
+    assert copy["Subject"] == notice["Subject"]
+    [attachment] = [p for p in copy.iter_attachments() if p.get_content_type() == "application/pdf"]
+    assert attachment.get_filename() == f"fax-{job_id}.pdf"
+    assert len(sent) == 2
+
+
 async def test_temporary_error_retries_with_backoff(settings: Settings, store: SQLStore, clock: Clock) -> None:
     worker, provider = make_worker(settings, store, clock)
     provider.faults.append(("before", RateLimited("slow down", provider="local", retry_after=120)))
