@@ -146,8 +146,9 @@ def compose_notice(
     language: str = "en",
     timezone: str = "UTC",
     templates: Templates | None = None,
+    receipt: bool = False,
 ) -> EmailMessage:
-    """Compose the notice telling the sender how ``job`` ended.
+    """Compose the notice telling the sender how ``job`` ended (or, with ``receipt``, that it was accepted).
 
     ``job`` must be DELIVERED, FAILED, REJECTED, QUARANTINED (the provider's answer was lost and the fax was
     not resent; the notice calls this "uncertain") or SUBMITTED to a service that reports no outcome (the
@@ -162,7 +163,7 @@ def compose_notice(
 
     Raises ``ValueError`` for another state or an empty ``to``.
     """
-    if job.state not in NOTICE_STATES:
+    if not receipt and job.state not in NOTICE_STATES:
         raise ValueError(f"no notice for a job in state {job.state.value!r} (job {job.job_id})")
     recipients = [to] if isinstance(to, str) else [address for address in to if address.strip()]
     if not recipients:
@@ -173,7 +174,7 @@ def compose_notice(
         moment = moment.replace(tzinfo=UTC)
     attach_preview = preview is not None and job.state != JobState.REJECTED
     rendered = (templates or load_templates()).render(
-        _TEMPLATE[job.state],
+        "accepted" if receipt else _TEMPLATE[job.state],
         language,
         {
             "to": format_number(job.number) or job.number or job.recipient or "?",
@@ -192,7 +193,9 @@ def compose_notice(
         account=job.account,
         tz=timezone,
         # The moment of the outcome: when the job finished (or was handed over), else now.
-        when=job.finished_at or (job.submitted_at if job.state == JobState.SUBMITTED else None) or moment,
+        when=(None if receipt else job.finished_at)
+        or (job.submitted_at if job.state == JobState.SUBMITTED and not receipt else None)
+        or moment,
     )
 
     message = EmailMessage()

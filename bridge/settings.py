@@ -331,6 +331,8 @@ class AccountSettings(_Section):
     sender, client network or SMTP AUTH already says who it is."""
     notify_extra: list[str] = Field(default_factory=list)
     """Addresses that get a copy of every notice."""
+    acceptance_receipt: bool = False
+    """Also tell the sender when the fax is accepted and queued (after its document was made), with its pages."""
     language: Literal["en", "de", "nl"] = "en"
     """The language of every mail the bridge writes for this account (notices, incoming faxes, reports)."""
     timezone: str = "UTC"

@@ -393,6 +393,7 @@ class Worker:
             return self._finish(JobState.REJECTED, reason=over, extra={"notes": list(result.notes)})
         log.info("job %s: converted, %d page(s)", job.job_id, result.pages)
         self._documents[job.job_id] = result.document
+        await self._send_receipt(job, result.pages, list(result.notes))
         return _Step(
             JobUpdate(
                 state=JobState.READY,
@@ -648,6 +649,36 @@ class Worker:
         base = min(worker.retry_max_seconds, worker.retry_initial_seconds * 2 ** max(attempt - 1, 0))
         # Jitter spreads retries of many jobs that failed together.
         return float(base * random.uniform(0.8, 1.0))
+
+    async def _send_receipt(self, job: FaxJob, pages: int, notes: list[str]) -> None:
+        """The acceptance receipt, where the account wants one: best effort, never holding the fax back."""
+        if not self._has_account(job) or job.detail.get("receipt_sent"):
+            return
+        account = self._settings.account(job.account)
+        if not account.acceptance_receipt:
+            return
+        recipients = notice_recipients(job, [])
+        if not recipients:
+            return
+        message = compose_notice(
+            dataclasses.replace(job, pages=pages),
+            from_address=self._settings.mail.from_address,
+            to=recipients,
+            hostname=self._settings.smtp.hostname,
+            document_notes=notes,
+            now=self._clock(),
+            service=self._service_name(job),
+            language=account.language,
+            timezone=account.timezone,
+            templates=load_templates(self._settings),
+            receipt=True,
+        )
+        try:
+            await self._mailer.deliver(message, recipients)
+        except NotificationError as exc:
+            log.warning("job %s: the acceptance receipt was not delivered: %s", job.job_id, exc)
+            return
+        log.info("job %s: acceptance receipt sent to %s", job.job_id, ", ".join(recipients))
 
     def _route_watchers(self, job: FaxJob) -> tuple[list[str], list[str]]:
         """Who else hears of this fax by the inbound routes of the number it was sent from (Sipwise's flags):

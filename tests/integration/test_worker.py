@@ -257,6 +257,33 @@ async def test_routes_of_the_sending_number_get_status_reports_and_copies(make_s
     assert len(sent) == 2
 
 
+async def test_an_acceptance_receipt_comes_before_the_outcome_where_wanted(make_settings: Any, clock: Clock) -> None:
+    settings = make_settings(
+        accounts=[
+            {
+                "name": "demo",
+                "provider": "local",
+                "country": "DE",
+                "allowed_senders": ["demo@example.com"],
+                "acceptance_receipt": True,
+            }
+        ]
+    )
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    db = SQLStore(settings.store_url, dedupe_window=timedelta(days=7), clock=clock)
+    await db.start()
+    try:
+        worker, _ = make_worker(settings, db, clock)
+        await accept(settings, db)
+        await worker.run_until_idle()
+    finally:
+        await db.close()
+    subjects = sorted(notice_subjects(settings))
+    assert len(subjects) == 2
+    assert subjects[0].startswith("Fax to +49 30 123456 accepted — 1 page")
+    assert "delivered" in subjects[1]
+
+
 async def test_temporary_error_retries_with_backoff(settings: Settings, store: SQLStore, clock: Clock) -> None:
     worker, provider = make_worker(settings, store, clock)
     provider.faults.append(("before", RateLimited("slow down", provider="local", retry_after=120)))
