@@ -393,14 +393,14 @@ class Worker:
             return self._finish(JobState.REJECTED, reason=over, extra={"notes": list(result.notes)})
         log.info("job %s: converted, %d page(s)", job.job_id, result.pages)
         self._documents[job.job_id] = result.document
-        await self._send_receipt(job, result.pages, list(result.notes))
+        receipt_sent = await self._send_receipt(job, result.pages, list(result.notes))
         return _Step(
             JobUpdate(
                 state=JobState.READY,
                 document=result.document,
                 preview=result.preview,
                 pages=result.pages,
-                detail={"notes": list(result.notes)},
+                detail={"notes": list(result.notes), **({"receipt_sent": True} if receipt_sent else {})},
                 next_attempt_at=self._clock(),
             ),
             proceed=True,
@@ -650,16 +650,16 @@ class Worker:
         # Jitter spreads retries of many jobs that failed together.
         return float(base * random.uniform(0.8, 1.0))
 
-    async def _send_receipt(self, job: FaxJob, pages: int, notes: list[str]) -> None:
+    async def _send_receipt(self, job: FaxJob, pages: int, notes: list[str]) -> bool:
         """The acceptance receipt, where the account wants one: best effort, never holding the fax back."""
         if not self._has_account(job) or job.detail.get("receipt_sent"):
-            return
+            return False
         account = self._settings.account(job.account)
         if not account.acceptance_receipt:
-            return
+            return False
         recipients = notice_recipients(job, [])
         if not recipients:
-            return
+            return False
         message = compose_notice(
             dataclasses.replace(job, pages=pages),
             from_address=self._settings.mail.from_address,
@@ -677,8 +677,9 @@ class Worker:
             await self._mailer.deliver(message, recipients)
         except NotificationError as exc:
             log.warning("job %s: the acceptance receipt was not delivered: %s", job.job_id, exc)
-            return
+            return False
         log.info("job %s: acceptance receipt sent to %s", job.job_id, ", ".join(recipients))
+        return True
 
     def _route_watchers(self, job: FaxJob) -> tuple[list[str], list[str]]:
         """Who else hears of this fax by the inbound routes of the number it was sent from (Sipwise's flags):
