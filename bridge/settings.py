@@ -200,12 +200,18 @@ class HttpSettings(_Section):
 class RetentionSettings(_Section):
     """Housekeeping: what is deleted after how long. Job and message metadata are always kept."""
 
-    documents_days: float | None = Field(default=90.0, gt=0)
-    """Fax documents (and their previews) of finished jobs older than this are deleted; ``None`` keeps them."""
-    messages_days: float | None = Field(default=90.0, gt=0)
-    """Raw mails of finished jobs older than this are deleted; ``None`` keeps them."""
+    documents_days: float | None = Field(default=90.0, ge=0)
+    """Fax documents (and their previews) of finished jobs older than this are deleted; ``0`` keeps them."""
+    messages_days: float | None = Field(default=90.0, ge=0)
+    """Raw mails of finished jobs older than this are deleted; ``0`` keeps them."""
     hour: int = Field(default=3, ge=0, le=23)
     """The hour (UTC) of the daily purge."""
+
+    @field_validator("documents_days", "messages_days")
+    @classmethod
+    def _zero_keeps(cls, value: float | None) -> float | None:
+        # TOML has no null: 0 is how a file says "keep for ever".
+        return None if value == 0 else value
 
 
 class RelaySettings(_Section):

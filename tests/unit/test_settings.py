@@ -115,3 +115,13 @@ def test_requiring_authentication_needs_an_authserv_id(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"require_authentication needs smtp\.authserv_id"):
         load_settings(path)
+
+
+def test_retention_zero_keeps_for_ever(tmp_path: Path) -> None:
+    from bridge.settings import RetentionSettings
+
+    kept = RetentionSettings.model_validate({"documents_days": 0, "messages_days": 30})
+    assert kept.documents_days is None
+    assert kept.messages_days == 30
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        RetentionSettings.model_validate({"documents_days": -1})
