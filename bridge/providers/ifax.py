@@ -80,7 +80,7 @@ import email.utils
 import hashlib
 import hmac
 import json
-import os
+import logging
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -93,7 +93,7 @@ import httpx
 import phonenumbers
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from bridge._files import fsync_dir
+from bridge._files import write_atomically
 from bridge.errors import (
     AuthenticationFailed,
     InvalidNumber,
@@ -106,6 +106,7 @@ from bridge.errors import (
 from bridge.models import FaxStatus, InboundRef, OutboundFax, SendReceipt, StatusReport, StatusUpdate
 from bridge.providers import _http
 from bridge.providers._http import HttpTimeouts
+from bridge.providers._ledger import AcknowledgedLedger
 from bridge.providers.base import Capability, FaxProvider, ProviderContext, ProviderSettings
 
 __all__ = ["IFaxProvider", "IFaxSettings", "describe_code", "map_fax_object"]
@@ -679,11 +680,12 @@ class IFaxProvider(FaxProvider):
             context.path(settings.webhook_password_file) if settings.webhook_password_file else None
         )
         self.inbound_dir = context.path(settings.inbound_dir or Path(f"ifax-{_safe_name(context.name)}"))
-        self._ledger_path = self.inbound_dir / "acknowledged.json"
         self._spool = self.inbound_dir / "received"
-        self._ledger: dict[str, str] | None = None
-        # Acknowledgements from concurrent deliveries must not overwrite each other's ledger writes.
-        self._ledger_lock = asyncio.Lock()
+        self._ledger = AcknowledgedLedger(
+            self.inbound_dir / "acknowledged.json",
+            provider=context.name,
+            window=f"{settings.inbound_lookback_days} days",
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -955,25 +957,6 @@ class IFaxProvider(FaxProvider):
         pages = _as_int(fax.get("faxReceivedPages"))
         return failed and pages == 0
 
-    async def _load_ledger(self) -> dict[str, str]:
-        if self._ledger is None:
-            try:
-                text = await asyncio.to_thread(self._ledger_path.read_text, encoding="utf-8")
-                loaded = json.loads(text)
-            except FileNotFoundError:
-                loaded = {}
-            except (OSError, ValueError) as exc:
-                # Without the ledger every fax of the window would be delivered again: stop instead.
-                raise ProviderTemporaryError(
-                    f"{self.name}: cannot read the ledger of acknowledged faxes {self._ledger_path}: {exc}; "
-                    "repair or remove it (removing it delivers the faxes of the last "
-                    f"{self._settings.inbound_lookback_days} days again)",
-                    provider=self.name,
-                ) from exc
-            entries = loaded.get("acknowledged", {}) if isinstance(loaded, dict) else {}
-            self._ledger = {str(k): str(v) for k, v in entries.items()} if isinstance(entries, dict) else {}
-        return self._ledger
-
     def _spooled(self) -> list[InboundRef]:
         refs: list[InboundRef] = []
         if not self._spool.is_dir():
@@ -1028,7 +1011,7 @@ class IFaxProvider(FaxProvider):
 
     async def poll_incoming(self) -> list[InboundRef]:
         """Received faxes not acknowledged yet: those that came with a webhook, then iFax's list."""
-        acknowledged = await self._load_ledger()
+        acknowledged = await self._ledger.entries()
         found: dict[str, InboundRef] = {}
         for ref in await asyncio.to_thread(self._spooled):
             if ref.provider_fax_id not in acknowledged:
@@ -1102,28 +1085,22 @@ class IFaxProvider(FaxProvider):
 
     async def acknowledge(self, ref: InboundRef) -> None:
         """Record the fax as delivered here (iFax has no such call): it is no longer listed, also after a restart."""
-        async with self._ledger_lock:
-            ledger = dict(await self._load_ledger())
-            now = datetime.now(UTC)
-            ledger[ref.provider_fax_id] = now.isoformat()
-            # A fax acknowledged before the listing window can no longer come back: forget it.
-            horizon = now - timedelta(days=self._settings.inbound_lookback_days + 2)
-            ledger = {k: v for k, v in ledger.items() if (_parse_time(v) or now) >= horizon}
-            await asyncio.to_thread(self._write_ledger, ledger, ref.provider_fax_id)
-            self._ledger = ledger
-
-    def _write_ledger(self, ledger: Mapping[str, str], fax_id: str) -> None:
+        now = datetime.now(UTC)
+        # A fax acknowledged before the listing window can no longer come back: forget it then.
+        await self._ledger.record(
+            ref.provider_fax_id, now, forget_before=now - timedelta(days=self._settings.inbound_lookback_days + 2)
+        )
         try:
-            self.inbound_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomically(self._ledger_path, json.dumps({"acknowledged": ledger}, indent=1).encode() + b"\n")
-            for suffix in (".pdf", ".json"):
-                (self._spool / f"{_safe_name(fax_id)}{suffix}").unlink(missing_ok=True)
+            await asyncio.to_thread(self._unspool, ref.provider_fax_id)
         except OSError as exc:
-            raise ProviderTemporaryError(
-                f"{self.name}: cannot record received fax {fax_id} as delivered in {self._ledger_path}: "
-                f"{exc.strerror or exc}; check the directory's permissions and free space",
-                provider=self.name,
-            ) from exc
+            # The ledger already hides the fax; a stale spool file only costs disk space until removed.
+            logging.getLogger(__name__).warning(
+                "%s: cannot remove the spooled copy of fax %s: %s", self.name, ref.provider_fax_id, exc
+            )
+
+    def _unspool(self, fax_id: str) -> None:
+        for suffix in (".pdf", ".json"):
+            (self._spool / f"{_safe_name(fax_id)}{suffix}").unlink(missing_ok=True)
 
     # -- webhooks ---------------------------------------------------------------------------------------------
 
@@ -1247,9 +1224,9 @@ class IFaxProvider(FaxProvider):
         }
         try:
             self._spool.mkdir(parents=True, exist_ok=True)
-            _write_atomically(self._spool / f"{name}.pdf", document)
+            write_atomically(self._spool / f"{name}.pdf", document, sync_dir=True)
             # The sidecar last: a fax is listed only once its PDF is complete.
-            _write_atomically(self._spool / f"{name}.json", json.dumps(meta, indent=1).encode() + b"\n")
+            write_atomically(self._spool / f"{name}.json", json.dumps(meta, indent=1).encode() + b"\n", sync_dir=True)
         except OSError as exc:
             raise ProviderTemporaryError(
                 f"{self.name}: cannot store received fax {ref.provider_fax_id} in {self._spool}: "
@@ -1261,13 +1238,3 @@ class IFaxProvider(FaxProvider):
 def _job_value(job: str) -> int | str:
     # The docs' tables type jobId as Integer for fax-status; a non-numeric id is passed on as it is.
     return int(job) if re.fullmatch(r"\d{1,18}", job) else job
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-    fsync_dir(path.parent)

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge._files import fsync_dir
+from bridge._files import fsync_dir, write_atomically
 from bridge.errors import ProviderUnavailable, SubmissionUnknown
 from bridge.models import FaxStatus, InboundRef, OutboundFax, SendReceipt, StatusReport
 from bridge.providers.base import Capability, FaxProvider, ProviderContext, ProviderSettings
@@ -56,22 +56,6 @@ class LocalSettings(ProviderSettings):
     outbox: Path = Path("outbox")
     inbox: Path = Path("inbox")
     fail: list[FailRule] = Field(default_factory=list)
-
-
-def _write_atomically(path: Path, data: bytes, *, exclusive: bool = False) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if exclusive:
-        # link() fails if the name exists: a second send of the same job is refused, never silently merged.
-        try:
-            os.link(tmp, path)
-        finally:
-            tmp.unlink()
-    else:
-        tmp.replace(path)
 
 
 class LocalProvider(FaxProvider):
@@ -140,8 +124,8 @@ class LocalProvider(FaxProvider):
 
     def _write(self, fax: OutboundFax, record: dict[str, Any]) -> None:
         self.outbox.mkdir(parents=True, exist_ok=True)
-        _write_atomically(self.outbox / f"{fax.job_id}.pdf", fax.document)
-        _write_atomically(self._sidecar(fax.job_id), json.dumps(record, indent=2).encode() + b"\n", exclusive=True)
+        write_atomically(self.outbox / f"{fax.job_id}.pdf", fax.document)
+        write_atomically(self._sidecar(fax.job_id), json.dumps(record, indent=2).encode() + b"\n", exclusive=True)
         with (self.outbox / "submissions.log").open("ab") as log:
             log.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
             log.flush()

@@ -86,13 +86,11 @@ recordings (not read at all); errors as JSON or as plain text (the 401 challenge
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import itertools
 import json
 import logging
-import os
 import re
 import ssl
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -117,6 +115,7 @@ from bridge.errors import (
 from bridge.models import FaxStatus, InboundRef, OutboundFax, SendReceipt, StatusReport
 from bridge.providers import _http
 from bridge.providers._http import HttpTimeouts
+from bridge.providers._ledger import AcknowledgedLedger
 from bridge.providers.base import Capability, FaxProvider, ProviderContext, ProviderSettings
 
 __all__ = [
@@ -651,15 +650,6 @@ def _id_from_location(location: str | None) -> str | None:
     return found.group(1) if found else None
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-
-
 @dataclass(frozen=True, slots=True)
 class _Attempt:
     """A send that may have reached the NGCP: enough to look for its journal entry later."""
@@ -707,10 +697,11 @@ class SipwiseProvider(FaxProvider):
             client_context, base_url=settings.base_url, timeouts=settings.timeouts, auth=auth, headers={"Accept": _HAL}
         )
         self.inbound_dir = context.path(settings.inbound_dir or Path(f"sipwise-{_safe_name(context.name)}"))
-        self._ledger_path = self.inbound_dir / "acknowledged.json"
-        self._ledger: dict[str, str] | None = None
-        # Acknowledgements from concurrent deliveries must not overwrite each other's ledger writes.
-        self._ledger_lock = asyncio.Lock()
+        self._ledger = AcknowledgedLedger(
+            self.inbound_dir / "acknowledged.json",
+            provider=context.name,
+            window=f"{settings.inbound_lookback_hours:g} hours",
+        )
         self._marks: dict[int, tuple[int, datetime]] = {}
         """Per subscriber: the highest journal id seen, and when it was read."""
         self._pending: dict[str, tuple[str, datetime]] = {}
@@ -1106,25 +1097,6 @@ class SipwiseProvider(FaxProvider):
 
     # -- received faxes -----------------------------------------------------------------------------------
 
-    async def _load_ledger(self) -> dict[str, str]:
-        if self._ledger is None:
-            try:
-                text = await asyncio.to_thread(self._ledger_path.read_text, encoding="utf-8")
-                loaded = json.loads(text)
-            except FileNotFoundError:
-                loaded = {}
-            except (OSError, ValueError) as exc:
-                # Without the ledger every fax of the window would be delivered again: stop instead.
-                raise ProviderTemporaryError(
-                    f"{self.name}: cannot read the ledger of acknowledged faxes {self._ledger_path}: {exc}; "
-                    "repair or remove it (removing it delivers the faxes of the last "
-                    f"{self._settings.inbound_lookback_hours:g} hours again)",
-                    provider=self.name,
-                ) from exc
-            entries = loaded.get("acknowledged", {}) if isinstance(loaded, dict) else {}
-            self._ledger = {str(k): str(v) for k, v in entries.items()} if isinstance(entries, dict) else {}
-        return self._ledger
-
     async def poll_incoming(self) -> list[InboundRef]:
         """Received faxes (``direction`` ``in``) of the last ``inbound_lookback_hours``, oldest first."""
         settings = self._settings
@@ -1132,7 +1104,7 @@ class SipwiseProvider(FaxProvider):
             return []
         now = self._now()
         since = now - timedelta(hours=settings.inbound_lookback_hours)
-        ledger = await self._load_ledger() if settings.inbound_ack == "remember" else {}
+        ledger = await self._ledger.entries() if settings.inbound_ack == "remember" else {}
         refs: list[tuple[int, InboundRef]] = []
         for subscriber in settings.inbound_subscriber_ids or [settings.subscriber_id]:
             for entry in await self._journal(subscriber, since=since):
@@ -1197,26 +1169,11 @@ class SipwiseProvider(FaxProvider):
                 )
             self._checked(response, doing=f"deleting received fax {ref.provider_fax_id}")
             return
-        async with self._ledger_lock:
-            ledger = dict(await self._load_ledger())
-            now = self._now()
-            ledger[ref.provider_fax_id] = now.isoformat()
-            # An entry acknowledged before the listing window can no longer come back: forget it.
-            horizon = now - timedelta(hours=self._settings.inbound_lookback_hours + 48)
-            ledger = {k: v for k, v in ledger.items() if (_parse_time(v, self._zone) or now) >= horizon}
-            await asyncio.to_thread(self._write_ledger, ledger, ref.provider_fax_id)
-            self._ledger = ledger
-
-    def _write_ledger(self, ledger: Mapping[str, str], fax_id: str) -> None:
-        try:
-            self.inbound_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomically(self._ledger_path, json.dumps({"acknowledged": ledger}, indent=1).encode() + b"\n")
-        except OSError as exc:
-            raise ProviderTemporaryError(
-                f"{self.name}: cannot record received fax {fax_id} as delivered in {self._ledger_path}: "
-                f"{exc.strerror or exc}; check the directory's permissions and free space",
-                provider=self.name,
-            ) from exc
+        now = self._now()
+        # An entry acknowledged before the listing window can no longer come back: forget it then.
+        await self._ledger.record(
+            ref.provider_fax_id, now, forget_before=now - timedelta(hours=self._settings.inbound_lookback_hours + 48)
+        )
 
     # -- settings import ----------------------------------------------------------------------------------
 
