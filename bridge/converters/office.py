@@ -99,7 +99,7 @@ _RTF_MAGIC: Final = b"{\\rtf"
 _PDF_FILE: Final = b"%PDF-"
 
 # Stream names in a CFBF directory are UTF-16LE. An Outlook .msg (MS-OXMSG) is a CFBF file too: its streams
-# are called __substg1.0_XXXXXXXX and __properties_version1.0; Word's main stream is WordDocument, Excel's
+# are called __substg1.0_<8 hex digits> and __properties_version1.0; Word's main stream is WordDocument, Excel's
 # Workbook (BIFF8) or Book (BIFF5). The directory is not always inside the head, so these are only hints.
 _MSG_STREAMS: Final = ("__substg1.0_".encode("utf-16-le"), "__properties_version1.0".encode("utf-16-le"))
 _WORD_STREAM: Final = "WordDocument".encode("utf-16-le")

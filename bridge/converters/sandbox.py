@@ -271,7 +271,8 @@ def _supervise(
                     continue
                 return _Outcome(str(message[0]), step, part, message=tuple(message))
         except (EOFError, OSError):
-            pass  # the child is gone: its exit code says why
+            # The child is gone before it answered: its exit code, below, says why.
+            pass
         exitcode = zygote.wait(pid, timeout=10)
         child.kill_helpers()  # the child died with LibreOffice still running: it must not outlive the child
         if child.killed.is_set():
