@@ -15,18 +15,17 @@ default. Routes:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from bridge._uvicorn import start_server
 from bridge.errors import BridgeError, ProviderError
 from bridge.inbound import InboundDelivery
 from bridge.models import InboundRef, JobState
@@ -35,14 +34,6 @@ from bridge.stores.base import JobStore
 from bridge.worker import Worker
 
 __all__ = ["create_web_app", "serve_web"]
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: SIGTERM and SIGINT belong to the daemon's orderly shutdown."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 log = logging.getLogger(__name__)
@@ -151,18 +142,6 @@ def _label(value: str) -> str:
 
 
 async def serve_web(app: Starlette, host: str, port: int) -> tuple[tuple[str, int], Callable[[], Awaitable[None]]]:
-    """Serve ``app`` with uvicorn in this loop; return the bound address and a coroutine function that stops it."""
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(), name="http")
-    while not server.started:
-        if task.done():
-            await task
-            raise OSError(f"the HTTP endpoint could not listen on {host}:{port}")
-        await asyncio.sleep(0.005)
-    bound = server.servers[0].sockets[0].getsockname()
-
-    async def stop() -> None:
-        server.should_exit = True
-        await task
-
-    return (str(bound[0]), int(bound[1])), stop
+    """Serve ``app`` in this loop (the daemon keeps its signals); return the bound address and a stop function."""
+    running = await start_server(app, host, port)
+    return running.address, running.stop

@@ -37,6 +37,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bridge._uvicorn import start_server
+
 __all__ = [
     "FakeApp",
     "FakeState",
@@ -311,41 +313,13 @@ def json_body(raw: bytes) -> Any:
         return None
 
 
-async def serve(fake: FakeApp, *, host: str = "127.0.0.1", port: int = 0, ready: asyncio.Event | None = None) -> None:
-    """Serve ``fake`` with uvicorn until cancelled."""
-    import uvicorn
-
-    config = uvicorn.Config(fake.app, host=host, port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                await task
-                return
-            await asyncio.sleep(0.01)
-        if ready is not None:
-            ready.set()
-        await task
-    finally:
-        server.should_exit = True
+async def serve(fake: FakeApp, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    """Serve ``fake`` until Ctrl-C or SIGTERM (``faxbridge fake-provider``)."""
+    running = await start_server(fake.app, host, port, own_signals=True)
+    await running.task
 
 
 async def start(fake: FakeApp, *, host: str = "127.0.0.1", port: int = 0) -> tuple[str, Callable[[], Awaitable[None]]]:
     """Serve ``fake`` on loopback in this event loop; return its base URL and a function that stops it."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(fake.app, host=host, port=port, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            await task
-            raise RuntimeError(f"the fake {fake.name} did not start on {host}:{port}")
-        await asyncio.sleep(0.005)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-
-    async def stop() -> None:
-        server.should_exit = True
-        await task
-
-    return f"http://{host}:{bound}", stop
+    running = await start_server(fake.app, host, port)
+    return f"http://{host}:{running.address[1]}", running.stop
