@@ -154,6 +154,14 @@ class _Run:
     pages: int = 0
     preview: bytes | None = None
 
+    def everything(self) -> list[_Item]:
+        """Every part, the cover page first."""
+        return [self.cover, *self.items] if self.cover is not None else list(self.items)
+
+    def notes(self) -> tuple[str, ...]:
+        """One line per part, for the sender."""
+        return tuple(item.note() for item in self.everything())
+
     def faxed(self) -> list[_Item]:
         """The items that become pages, in fax order (the cover first)."""
         items = [i for i in self.items if not isinstance(i.part, SkippedPart) and i.refused is None]
@@ -200,7 +208,7 @@ def convert_message(
     return ConversionResult(
         document=run.document,
         pages=run.pages,
-        notes=tuple(item.note() for item in ([run.cover] if run.cover else []) + run.items),
+        notes=run.notes(),
         preview=run.preview,
     )
 
@@ -361,9 +369,8 @@ def _cover_fields(run: _Run) -> CoverFields:
 
 
 def _check_limits(run: _Run) -> None:
-    notes = [item.note() for item in ([run.cover] if run.cover else []) + run.items]
-    everything = ([run.cover] if run.cover else []) + run.items
-    refused = [item for item in everything if item.refused is not None]
+    notes = run.notes()
+    refused = [item for item in run.everything() if item.refused is not None]
     if len(refused) == 1:
         raise ConversionError(refused[0].note(), notes=notes)
     if refused:
