@@ -113,6 +113,8 @@ class Bridge:
         self.keys: KeyRotation | None = None
         self.housekeeping: Housekeeping | None = None
         self.inbound: InboundDelivery | None = None
+        self.providers: dict[str, FaxProvider] = {}
+        self.mailer: Mailer | None = None
         self.http_address: tuple[str, int] | None = None
         self.smtp: SMTPServer | None = None
         self.address: tuple[str, int] | None = None
@@ -141,6 +143,7 @@ class Bridge:
         for provider in providers.values():
             self._stack.push_async_callback(provider.aclose)
         mailer: Mailer = build_mailer(settings.mail, settings.path)
+        self.providers, self.mailer = providers, mailer
 
         worker = Worker(settings, store, providers, mailer)
         self.worker = worker

@@ -177,12 +177,12 @@ async def test_the_same_fax_announced_three_times_at_once_is_mailed_once(
     settings = make_settings(mail=relay(sink), inbound={"enabled": False})
     async with running_bridge(settings) as bridge:
         drop(settings, "fax3.pdf", fax_pdf(1), caller="+31201234567", called="+4930123456")
-        provider = bridge.worker._providers["local"]
+        provider = bridge.providers["local"]
         [ref] = await provider.poll_incoming()
         results = await asyncio.gather(*(bridge.inbound.deliver(provider, ref) for _ in range(3)))
         assert sorted(results) == [False, False, True]
         # A second bridge instance on the same database sees it as done, too.
-        other = type(bridge.inbound)(settings, bridge.store, {"local": provider}, bridge.worker._mailer, holder="other")
+        other = type(bridge.inbound)(settings, bridge.store, {"local": provider}, bridge.mailer, holder="other")
         assert await other.deliver(provider, ref) is False
     assert len(sink.messages) == 1
 
