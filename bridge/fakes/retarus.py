@@ -545,14 +545,20 @@ class _Handlers:
         job = state.accept(state.place() if site == "ha" else site, body)
         return JSONResponse({"jobId": job.job_id}, status_code=state.send_status)
 
-    async def reports(self, request: Request) -> Response:
-        state = self.state
+    def reports_site(self, request: Request) -> str | Response:
+        """The data centre whose reports a request may read, or the refusal (unknown host 404, bad login 401)."""
         site = self.fax_site(request)
         if site is None:
             return _empty(404)
         if not self.fax_authorised(request):
             return _empty(401)
-        site = self.report_site(site)
+        return self.report_site(site)
+
+    async def reports(self, request: Request) -> Response:
+        state = self.state
+        site = self.reports_site(request)
+        if isinstance(site, Response):
+            return site
         if request.method == "GET":
             listed = state.finished_in(site)[: state.list_limit]
             if not listed and state.empty_list_status == 404:
@@ -589,12 +595,9 @@ class _Handlers:
 
     async def report(self, request: Request) -> Response:
         state = self.state
-        site = self.fax_site(request)
-        if site is None:
-            return _empty(404)
-        if not self.fax_authorised(request):
-            return _empty(401)
-        site = self.report_site(site)
+        site = self.reports_site(request)
+        if isinstance(site, Response):
+            return site
         job = state.jobs.get(request.path_params["job_id"])
         if job is None or not state.visible(job, site):
             return _empty(404)
